@@ -1,0 +1,226 @@
+//! The bundle: config.json loaded and checked before anything is created, so every invalid
+//! value is reported with its JSON path and nothing has to be undone.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+#[derive(Debug, thiserror::Error)]
+pub enum BundleError {
+    #[error("bundle {path}: {source}")]
+    Dir { path: PathBuf, source: io::Error },
+    #[error("{path}: {source}")]
+    ReadConfig { path: PathBuf, source: io::Error },
+    #[error("{path}: {field}: {message}")]
+    Parse { path: PathBuf, field: String, message: String },
+    #[error("{path}: {field}: {message}")]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+/// A loaded, validated bundle.
+#[derive(Debug)]
+pub struct Bundle {
+    /// Absolute path of the bundle directory.
+    pub dir: PathBuf,
+    /// Absolute path of the root filesystem, inside the host's view.
+    pub rootfs: PathBuf,
+    pub spec: Spec,
+}
+
+impl Bundle {
+    pub fn load(dir: &Path) -> Result<Self, BundleError> {
+        let dir = fs::canonicalize(dir).map_err(|source| BundleError::Dir { path: dir.into(), source })?;
+        let config_path = dir.join("config.json");
+        let data = fs::read(&config_path)
+            .map_err(|source| BundleError::ReadConfig { path: config_path.clone(), source })?;
+        let spec = parse_spec(&data).map_err(|(field, message)| BundleError::Parse {
+            path: config_path.clone(),
+            field,
+            message,
+        })?;
+        let invalid = |field, message: String| BundleError::Invalid {
+            path: config_path.clone(),
+            field,
+            message,
+        };
+        validate(&spec).map_err(|(field, msg)| invalid(field, msg))?;
+        let rootfs = resolve_rootfs(&dir, &spec).map_err(|(field, msg)| invalid(field, msg))?;
+        Ok(Self { dir, rootfs, spec })
+    }
+}
+
+/// Parses config.json, naming the JSON path of the first value that does not fit the spec.
+pub fn parse_spec(data: &[u8]) -> Result<Spec, (String, String)> {
+    let de = &mut serde_json::Deserializer::from_slice(data);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = e.path().to_string();
+        let field = if field == "." { "config".to_string() } else { field };
+        (field, e.into_inner().to_string())
+    })
+}
+
+type Check = Result<(), (&'static str, String)>;
+
+/// The checks serde cannot express.
+pub fn validate(spec: &Spec) -> Check {
+    check_version(spec.version())?;
+    let process = spec.process().as_ref().ok_or(("process", "is required to create a container".into()))?;
+    match process.args() {
+        Some(args) if !args.is_empty() && !args[0].is_empty() => {}
+        _ => return Err(("process.args", "must name the program to run".into())),
+    }
+    if !process.cwd().is_absolute() {
+        return Err(("process.cwd", format!("{:?} is not an absolute path", process.cwd())));
+    }
+    for m in spec.mounts().iter().flatten() {
+        if !m.destination().is_absolute() {
+            return Err(("mounts.destination", format!("{:?} is not an absolute path", m.destination())));
+        }
+    }
+    let linux = spec.linux().as_ref().ok_or(("linux", "is required on Linux".into()))?;
+    let mut seen = HashSet::new();
+    for ns in linux.namespaces().iter().flatten() {
+        if !seen.insert(ns.typ()) {
+            return Err(("linux.namespaces", format!("namespace {} is listed twice", ns.typ())));
+        }
+        if let Some(p) = ns.path() {
+            if !p.is_absolute() {
+                return Err(("linux.namespaces.path", format!("{p:?} is not an absolute path")));
+            }
+        }
+    }
+    if !seen.contains(&LinuxNamespaceType::Mount) {
+        return Err(("linux.namespaces", "a mount namespace is required for the root filesystem".into()));
+    }
+    let has_mappings = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+    let new_userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    if has_mappings && !new_userns {
+        return Err(("linux.uidMappings", "mappings need a new user namespace".into()));
+    }
+    if new_userns && !has_mappings {
+        return Err(("linux.uidMappings", "a new user namespace needs uid and gid mappings".into()));
+    }
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_new(spec, LinuxNamespaceType::Uts) {
+        return Err(("hostname", "setting the hostname needs a new uts namespace".into()));
+    }
+    Ok(())
+}
+
+fn has_new(spec: &Spec, typ: LinuxNamespaceType) -> bool {
+    spec.linux()
+        .as_ref()
+        .and_then(|l| l.namespaces().as_ref())
+        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ))
+}
+
+/// Accepts any 1.x version: the 1.x line only adds optional fields.
+fn check_version(version: &str) -> Check {
+    let major = version.split('.').next().unwrap_or("");
+    if major == "1" && version.split('.').count() >= 2 {
+        Ok(())
+    } else {
+        Err(("ociVersion", format!("{version:?} is not supported (tally implements {})", crate::OCI_VERSION)))
+    }
+}
+
+/// `root.path` relative to the bundle must stay inside it; an absolute one is taken as given
+/// (runc and crun accept both). Either way it must be an existing directory.
+fn resolve_rootfs(bundle: &Path, spec: &Spec) -> Result<PathBuf, (&'static str, String)> {
+    let root = spec.root().as_ref().ok_or(("root", "is required".into()))?;
+    let p = root.path();
+    if p.as_os_str().is_empty() {
+        return Err(("root.path", "is empty".into()));
+    }
+    if p.is_relative() && p.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(("root.path", format!("{p:?} escapes the bundle directory")));
+    }
+    let full = bundle.join(p);
+    let canon = fs::canonicalize(&full).map_err(|e| ("root.path", format!("{}: {e}", full.display())))?;
+    if p.is_relative() && !canon.starts_with(bundle) {
+        return Err(("root.path", format!("{p:?} resolves to {} outside the bundle", canon.display())));
+    }
+    if !canon.is_dir() {
+        return Err(("root.path", format!("{} is not a directory", canon.display())));
+    }
+    Ok(canon)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minimal() -> serde_json::Value {
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "process": {"args": ["/bin/true"], "cwd": "/"},
+            "linux": {"namespaces": [{"type": "mount"}]}
+        })
+    }
+
+    fn check(v: serde_json::Value) -> Result<(), String> {
+        let spec = parse_spec(&serde_json::to_vec(&v).unwrap()).map_err(|(f, m)| format!("{f}: {m}"))?;
+        validate(&spec).map_err(|(f, m)| format!("{f}: {m}"))
+    }
+
+    #[test]
+    fn minimal_config_is_valid() {
+        check(minimal()).unwrap();
+    }
+
+    #[test]
+    fn unknown_namespace_names_its_path() {
+        let mut v = minimal();
+        v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "bogus"}]);
+        let err = check(v).unwrap_err();
+        assert!(err.starts_with("linux.namespaces[1].type"), "{err}");
+    }
+
+    #[test]
+    fn malformed_json_is_an_error() {
+        assert!(parse_spec(b"{\"ociVersion\": ").is_err());
+    }
+
+    #[test]
+    fn each_invalid_value_names_its_field() {
+        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+            ("ociVersion", Box::new(|v| v["ociVersion"] = "2.0.0".into())),
+            ("process.args", Box::new(|v| v["process"]["args"] = serde_json::json!([]))),
+            ("process.cwd", Box::new(|v| v["process"]["cwd"] = "rel".into())),
+            ("mounts.destination", Box::new(|v| v["mounts"] = serde_json::json!([{"destination": "proc", "type": "proc"}]))),
+            ("linux.namespaces", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]))),
+            ("linux.namespaces", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "mount"}]))),
+            ("linux.uidMappings", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "user"}]))),
+            ("hostname", Box::new(|v| v["hostname"] = "h".into())),
+        ];
+        for (field, mutate) in cases {
+            let mut v = minimal();
+            mutate(&mut v);
+            let err = check(v).unwrap_err();
+            assert!(err.starts_with(field), "expected {field}, got {err}");
+        }
+    }
+
+    #[test]
+    fn rootfs_must_stay_in_the_bundle() {
+        let dir = std::env::temp_dir().join(format!("tally-bundle-test-{}", std::process::id()));
+        fs::create_dir_all(dir.join("rootfs")).unwrap();
+        let spec_for = |p: &str| {
+            let mut v = minimal();
+            v["root"]["path"] = p.into();
+            parse_spec(&serde_json::to_vec(&v).unwrap()).unwrap()
+        };
+        assert!(resolve_rootfs(&dir, &spec_for("rootfs")).is_ok());
+        assert!(resolve_rootfs(&dir, &spec_for("../x")).unwrap_err().1.contains("escapes"));
+        assert!(resolve_rootfs(&dir, &spec_for("missing")).is_err());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,127 @@
+//! A thin adapter over `libcgroups`: where a container's cgroup is, putting its init there, and
+//! removing it (with the empty parent tally made, so `delete` leaves nothing).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager};
+use nix::unistd::Pid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("cgroup {path}: {message}")]
+    Manager { path: PathBuf, message: String },
+    #[error(
+        "--systemd-cgroup: the systemd cgroup driver needs systemd as PID 1, but PID 1 is {0:?}; \
+         drop --systemd-cgroup to use cgroupfs"
+    )]
+    NoSystemd(String),
+    #[error("linux.cgroupsPath {0:?}: must be an absolute path without \"..\" for the cgroupfs driver")]
+    BadPath(PathBuf),
+}
+
+/// The prefix of the default cgroup path, `/tally/<id>`.
+pub const DEFAULT_PARENT: &str = "tally";
+
+pub struct Cgroup {
+    path: PathBuf,
+    default_path: bool,
+    manager: AnyCgroupManager,
+}
+
+/// Chooses the container's cgroup path: `linux.cgroupsPath` or `/tally/<id>`.
+pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<(PathBuf, bool), CgroupError> {
+    match spec_path {
+        None => Ok((Path::new("/").join(DEFAULT_PARENT).join(id), true)),
+        Some(p) if p.as_os_str().is_empty() => Ok((Path::new("/").join(DEFAULT_PARENT).join(id), true)),
+        Some(p) => {
+            let bad = p.components().any(|c| matches!(c, std::path::Component::ParentDir));
+            if bad {
+                return Err(CgroupError::BadPath(p.into()));
+            }
+            // runc treats a relative cgroupfs path as relative to the root of the hierarchy.
+            Ok((Path::new("/").join(p), false))
+        }
+    }
+}
+
+impl Cgroup {
+    pub fn open(path: &Path, default_path: bool, systemd: bool, id: &str) -> Result<Self, CgroupError> {
+        if systemd {
+            let comm = fs::read_to_string("/proc/1/comm").unwrap_or_default().trim().to_string();
+            if comm != "systemd" {
+                return Err(CgroupError::NoSystemd(comm));
+            }
+        }
+        let manager = common::create_cgroup_manager(CgroupConfig {
+            cgroup_path: path.to_path_buf(),
+            systemd_cgroup: systemd,
+            container_name: id.to_string(),
+        })
+        .map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
+        Ok(Self { path: path.into(), default_path, manager })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
+        self.manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))
+    }
+
+    pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
+        let pids = self.manager.get_all_pids().map_err(|e| self.err(e))?;
+        Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+    }
+
+    /// Kills what is left in the cgroup and removes it, then the empty default parent.
+    pub fn remove(&self) -> Result<(), CgroupError> {
+        self.manager.remove().map_err(|e| self.err(e))?;
+        if self.default_path {
+            prune_default_parent();
+        }
+        Ok(())
+    }
+
+    fn err(&self, e: impl std::fmt::Display) -> CgroupError {
+        CgroupError::Manager { path: self.path.clone(), message: e.to_string() }
+    }
+}
+
+/// Removes `<hierarchy>/tally` from every mounted hierarchy where it is empty. rmdir on a
+/// cgroup fails while it has children or processes, so a busy parent is never touched.
+fn prune_default_parent() {
+    for mount in cgroup_mounts() {
+        let _ = fs::remove_dir(mount.join(DEFAULT_PARENT));
+    }
+}
+
+/// Mount points of every cgroup (v1) and cgroup2 filesystem this process sees.
+pub fn cgroup_mounts() -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            if fstype == "cgroup" || fstype == "cgroup2" {
+                Some(PathBuf::from(left.split_whitespace().nth(4)?))
+            } else {
+                None
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_and_explicit_paths() {
+        assert_eq!(container_path(None, "c1").unwrap(), (PathBuf::from("/tally/c1"), true));
+        assert_eq!(container_path(Some(Path::new("/a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
+        assert_eq!(container_path(Some(Path::new("a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
+        assert!(container_path(Some(Path::new("/a/../../b")), "c1").is_err());
+    }
+}

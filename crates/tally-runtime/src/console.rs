@@ -1,0 +1,95 @@
+//! `process.terminal`: a pty allocated in the container's own devpts, its master handed to the
+//! caller over `--console-socket` (SCM_RIGHTS), its slave made the container's stdio,
+//! controlling terminal and /dev/console.
+
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::OFlag;
+use nix::mount::{mount, MsFlags};
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+
+use crate::rootfs::resolve::{fd_path, Kind, Root};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleError {
+    #[error("--console-socket {path}: {source}")]
+    Connect { path: PathBuf, source: io::Error },
+    #[error("process.terminal is true but no --console-socket was given")]
+    NoSocket,
+    #[error("console: {op}: {source}")]
+    Io { op: &'static str, source: io::Error },
+}
+
+fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> ConsoleError {
+    move |source| ConsoleError::Io { op, source }
+}
+
+/// Connects to the caller's console socket (done by the runtime, whose view of the path is the
+/// caller's).
+pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
+    let s = UnixStream::connect(path).map_err(|source| ConsoleError::Connect { path: path.into(), source })?;
+    Ok(s.into())
+}
+
+/// Allocates the pty inside the prepared rootfs (before pivot_root, through the container's
+/// own /dev/ptmx), sends the master to `socket`, binds the slave onto /dev/console and returns
+/// the slave.
+pub fn allocate(root: &Root, socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
+    let master = root
+        .open_with(Path::new("/dev/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
+        .map_err(io_err("open /dev/ptmx in the container"))?;
+    let unlock: libc::c_int = 0;
+    // SAFETY: TIOCSPTLCK reads one int through the pointer, which points to a live local.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
+        return Err(io_err("unlock pty")(io::Error::last_os_error()));
+    }
+    let mut num: libc::c_uint = 0;
+    // SAFETY: TIOCGPTN writes one unsigned int through the pointer to a live local.
+    if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTN, &mut num) } != 0 {
+        return Err(io_err("pty number")(io::Error::last_os_error()));
+    }
+    // TIOCGPTPEER opens the slave from the master, without a path lookup in /dev/pts.
+    // SAFETY: the ioctl takes open flags by value and returns a new fd or -1.
+    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    if slave < 0 {
+        return Err(io_err("open pty slave")(io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    let slave = unsafe { OwnedFd::from_raw_fd(slave) };
+    nix::unistd::fchown(slave.as_raw_fd(), Some(uid.into()), Some(gid.into())).map_err(|e| io_err("chown pty slave")(e.into()))?;
+
+    let console = root.ensure(Path::new("/dev/console"), Kind::File).map_err(io_err("create /dev/console"))?;
+    mount(Some(&fd_path(&slave)), &fd_path(&console), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io_err("bind pty onto /dev/console")(e.into()))?;
+
+    let name = format!("/dev/pts/{num}");
+    send_fd(socket.as_raw_fd(), master.as_raw_fd(), name.as_bytes()).map_err(io_err("send pty master to --console-socket"))?;
+    Ok(slave)
+}
+
+fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {
+    let fds = [fd];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let iov = [IoSlice::new(payload)];
+    sendmsg::<()>(sock, &iov, &cmsg, MsgFlags::empty(), None)?;
+    Ok(())
+}
+
+/// Makes `slave` the controlling terminal of a new session and the process's stdio.
+pub fn attach(slave: &OwnedFd) -> Result<(), ConsoleError> {
+    nix::unistd::setsid().map_err(|e| io_err("setsid")(e.into()))?;
+    // SAFETY: TIOCSCTTY takes an int argument by value; 0 means do not steal.
+    if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
+        return Err(io_err("set controlling terminal")(io::Error::last_os_error()));
+    }
+    for target in 0..3 {
+        // SAFETY: dup2 onto the standard fds; both fds are valid.
+        if unsafe { libc::dup2(slave.as_raw_fd(), target) } < 0 {
+            return Err(io_err("dup pty onto stdio")(io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! `create`: validate everything, make the state directory, spawn the container process, save
+//! the state. Any failure undoes what was done: no process, cgroup or directory remains.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::LifecycleError;
+use crate::bundle::Bundle;
+use crate::cgroups::{self, Cgroup};
+use crate::spawn::{self, Request};
+use crate::state::{ContainerDir, ContainerState, StateRoot};
+use crate::{id, rootfs, timefmt};
+
+pub struct CreateOptions<'a> {
+    pub bundle: &'a Path,
+    pub pid_file: Option<&'a Path>,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub systemd_cgroup: bool,
+}
+
+/// How long the runtime waits for any one step of the container process.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Creates the container and returns its init's host PID.
+pub fn create(root: &StateRoot, container_id: &str, opts: &CreateOptions) -> Result<i32, LifecycleError> {
+    id::validate(container_id)?;
+    let bundle = Bundle::load(opts.bundle)?;
+    rootfs::check_propagation(&bundle.spec)?;
+    let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
+    let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
+
+    let dir = ContainerDir::create(root, container_id)?;
+    let result = (|| {
+        let cgroup = Cgroup::open(&cg_path, default_cg, opts.systemd_cgroup, container_id)?;
+        let spawned = spawn::spawn(&Request {
+            bundle: &bundle,
+            fifo: &dir.fifo_path(),
+            console_socket: opts.console_socket,
+            no_pivot: opts.no_pivot,
+            preserve_fds: opts.preserve_fds,
+            cgroup: &cgroup,
+            timeout: SETUP_TIMEOUT,
+        });
+        let spawned = match spawned {
+            Ok(s) => s,
+            Err(e) => {
+                let _ = cgroup.remove();
+                return Err(e.into());
+            }
+        };
+        let state = ContainerState {
+            id: container_id.to_string(),
+            oci_version: bundle.spec.version().clone(),
+            pid: spawned.pid,
+            pid_start_time: spawned.start_time,
+            bundle: bundle.dir.clone(),
+            rootfs: bundle.rootfs.clone(),
+            created: timefmt::rfc3339_nanos(SystemTime::now()),
+            annotations: bundle.spec.annotations().clone().unwrap_or_default(),
+            cgroup_path: cgroup.path().to_path_buf(),
+            systemd_cgroup: opts.systemd_cgroup,
+            default_cgroup_path: default_cg,
+            own_pid_namespace: linux
+                .namespaces()
+                .iter()
+                .flatten()
+                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()),
+        };
+        let saved = dir.save(&state).map_err(LifecycleError::from).and_then(|()| match opts.pid_file {
+            Some(p) => write_pid_file(p, spawned.pid),
+            None => Ok(()),
+        });
+        let pid = spawned.pid;
+        match saved.and_then(|()| spawned.commit().map_err(LifecycleError::from)) {
+            Ok(()) => Ok(pid),
+            Err(e) => {
+                spawn::kill_and_wait(pid);
+                let _ = cgroup.remove();
+                if let Some(p) = opts.pid_file {
+                    let _ = fs::remove_file(p);
+                }
+                Err(e)
+            }
+        }
+    })();
+    if result.is_err() {
+        let _ = dir.remove();
+    }
+    result
+}
+
+/// Written to a temporary file in the same directory and renamed, so a caller polling for the
+/// pid file never reads a partial number.
+fn write_pid_file(path: &Path, pid: i32) -> Result<(), LifecycleError> {
+    let err = |source| LifecycleError::PidFile { path: path.into(), source };
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;
+    let tmp: PathBuf = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    let mut f = fs::File::create(&tmp).map_err(err)?;
+    f.write_all(pid.to_string().as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    fs::rename(&tmp, path).map_err(err)
+}

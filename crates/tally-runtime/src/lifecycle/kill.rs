@@ -1,0 +1,40 @@
+//! `kill`: a signal to the container's init (through a pidfd, so a reused PID is never hit),
+//! or with `--all` to every process in its cgroup.
+
+use std::os::fd::AsRawFd;
+
+use super::LifecycleError;
+use crate::cgroups::Cgroup;
+use crate::proc_info::{self, Liveness};
+use crate::state::{ContainerDir, Lock, StateRoot, Status};
+use crate::sys;
+
+pub fn kill(root: &StateRoot, id: &str, signal: i32, all: bool) -> Result<(), LifecycleError> {
+    let dir = ContainerDir::open(root, id, Lock::Exclusive)?;
+    let state = dir.load()?.ok_or_else(|| LifecycleError::Creating(id.into()))?;
+    let status = dir.status(Some(&state));
+    if status == Status::Stopped {
+        return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "container not running" });
+    }
+    let sig_err = |source| LifecycleError::Signal { id: id.into(), signal, source };
+    if all {
+        let cg = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+        for pid in cg.pids()? {
+            // Processes may exit between the listing and the signal; ESRCH is not an error.
+            // SAFETY: kill takes a pid and a signal number.
+            unsafe { libc::kill(pid, signal) };
+        }
+        return Ok(());
+    }
+    signal_init(state.pid, state.pid_start_time, signal).map_err(sig_err)
+}
+
+/// Signals the init only if it is still the process that was started: the pidfd pins the
+/// process, then the start time proves it is ours.
+pub fn signal_init(pid: i32, start_time: u64, signal: i32) -> std::io::Result<()> {
+    let pidfd = sys::pidfd_open(pid)?;
+    if proc_info::liveness(pid, start_time) == Liveness::Gone {
+        return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+    }
+    sys::pidfd_send_signal(pidfd.as_raw_fd(), signal)
+}

@@ -1,0 +1,60 @@
+//! What /proc says about a host process: whether it still is the process we started.
+
+use std::fs;
+
+/// Liveness of a recorded init process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    /// Same PID and same start time as recorded, not a zombie.
+    Alive,
+    /// Gone, a zombie, or the PID now belongs to another process.
+    Gone,
+}
+
+/// Start time of `pid` in clock ticks since boot (field 22 of /proc/<pid>/stat) and whether it
+/// is a zombie. None when the process does not exist.
+pub fn start_time(pid: i32) -> Option<(u64, bool)> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&stat)
+}
+
+/// The command name (field 2) may hold spaces and parentheses, so fields are counted from the
+/// last ')'.
+fn parse_stat(stat: &str) -> Option<(u64, bool)> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let mut fields = after.split_whitespace();
+    let state = fields.next()?;
+    // After the state (field 3), field 22 is the 19th remaining one.
+    let start = fields.nth(18)?.parse().ok()?;
+    Some((start, state == "Z" || state == "X"))
+}
+
+/// Whether `pid` is still the process that started at `recorded_start`.
+pub fn liveness(pid: i32, recorded_start: u64) -> Liveness {
+    match start_time(pid) {
+        Some((start, zombie)) if start == recorded_start && !zombie => Liveness::Alive,
+        _ => Liveness::Gone,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let stat = "42 (a) b (c) S 1 42 42 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 12345 0 0";
+        assert_eq!(parse_stat(stat), Some((12345, false)));
+        let zombie = stat.replace(" S ", " Z ");
+        assert_eq!(parse_stat(&zombie), Some((12345, true)));
+    }
+
+    #[test]
+    fn our_own_process_is_alive() {
+        let me = std::process::id() as i32;
+        let (start, zombie) = start_time(me).expect("own stat");
+        assert!(!zombie);
+        assert_eq!(liveness(me, start), Liveness::Alive);
+        assert_eq!(liveness(me, start + 1), Liveness::Gone);
+    }
+}

@@ -1,0 +1,166 @@
+//! The container's process: its program (found at `create`, so a typo is an error there and
+//! not a dead container later), environment, working directory, user and groups, umask and
+//! the fds it inherits.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use oci_spec::runtime::{Process, User};
+
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("process.args[0]: executable file {0:?} not found in $PATH")]
+    NotInPath(String),
+    #[error("process.args[0]: {path}: {message}")]
+    NotExecutable { path: PathBuf, message: String },
+    #[error("process.cwd {path}: {source}")]
+    Cwd { path: PathBuf, source: io::Error },
+    #[error("process.user: {op}: {source}")]
+    Identity { op: String, source: io::Error },
+    #[error("{field}: contains a NUL byte")]
+    Nul { field: &'static str },
+    #[error("--preserve-fds: {0}")]
+    Fds(io::Error),
+    #[error("exec {path}: {source}")]
+    Exec { path: PathBuf, source: io::Error },
+}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// A program ready for execve.
+pub struct Program {
+    path: CString,
+    display: PathBuf,
+    args: Vec<CString>,
+    env: Vec<CString>,
+}
+
+fn cstrings(items: &[String], field: &'static str) -> Result<Vec<CString>, ProcessError> {
+    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| ProcessError::Nul { field })).collect()
+}
+
+/// Resolves the program inside the (already entered) container root and builds execve's
+/// arguments. HOME is added from the container's /etc/passwd when the config lacks it.
+pub fn prepare(process: &Process) -> Result<Program, ProcessError> {
+    let args = process.args().clone().unwrap_or_default();
+    let mut env = process.env().clone().unwrap_or_default();
+    if !env.iter().any(|e| e.starts_with("HOME=")) {
+        env.push(format!("HOME={}", home_of(process.user().uid())));
+    }
+    let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
+    let display = find_executable(&args[0], &path_var)?;
+    Ok(Program {
+        path: CString::new(display.as_os_str().as_bytes()).map_err(|_| ProcessError::Nul { field: "process.args" })?,
+        display,
+        args: cstrings(&args, "process.args")?,
+        env: cstrings(&env, "process.env")?,
+    })
+}
+
+fn is_executable(p: &Path) -> Result<(), String> {
+    let md = fs::metadata(p).map_err(|e| e.to_string())?;
+    if md.is_dir() {
+        return Err("is a directory".into());
+    }
+    if md.permissions().mode() & 0o111 == 0 {
+        return Err("permission denied (not executable)".into());
+    }
+    Ok(())
+}
+
+pub fn find_executable(name: &str, path_var: &str) -> Result<PathBuf, ProcessError> {
+    if name.contains('/') {
+        let p = PathBuf::from(name);
+        return is_executable(&p).map(|()| p.clone()).map_err(|message| ProcessError::NotExecutable { path: p, message });
+    }
+    path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(name))
+        .find(|p| is_executable(p).is_ok())
+        .ok_or_else(|| ProcessError::NotInPath(name.to_string()))
+}
+
+fn home_of(uid: u32) -> String {
+    fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|p| {
+            p.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() >= 6 && f[2].parse::<u32>().ok() == Some(uid)).then(|| f[5].to_string())
+            })
+        })
+        .unwrap_or_else(|| "/".into())
+}
+
+pub fn chdir(cwd: &Path) -> Result<(), ProcessError> {
+    std::env::set_current_dir(cwd).map_err(|source| ProcessError::Cwd { path: cwd.into(), source })
+}
+
+/// Groups, then gid, then uid: once the uid changes, the right to change the others is gone.
+pub fn set_identity(user: &User) -> Result<(), ProcessError> {
+    let err = |op: &str| {
+        let source = io::Error::last_os_error();
+        ProcessError::Identity { op: op.to_string(), source }
+    };
+    let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    // SAFETY: the pointer and length describe a live Vec of gid_t.
+    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+        return Err(err(&format!("setgroups {groups:?}")));
+    }
+    let (uid, gid) = (user.uid(), user.gid());
+    // SAFETY: setresgid/setresuid take plain ids.
+    if unsafe { libc::setresgid(gid, gid, gid) } != 0 {
+        return Err(err(&format!("setgid {gid}")));
+    }
+    // SAFETY: as above.
+    if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
+        return Err(err(&format!("setuid {uid}")));
+    }
+    if let Some(mask) = user.umask() {
+        // SAFETY: umask cannot fail.
+        unsafe { libc::umask(mask as libc::mode_t) };
+    }
+    Ok(())
+}
+
+/// Keeps fds 3..3+n open across exec (the caller's `--preserve-fds`) and closes everything
+/// else tally still holds.
+pub fn limit_inherited_fds(preserve: u32) -> Result<(), ProcessError> {
+    for fd in 3..3 + preserve as i32 {
+        // SAFETY: F_SETFD on a possibly-closed fd is harmless; EBADF is ignored.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+    }
+    sys::cloexec_from(3 + preserve).map_err(ProcessError::Fds)
+}
+
+impl Program {
+    /// Replaces this process with the program. Returns only on failure.
+    pub fn exec(&self) -> ProcessError {
+        let argv: Vec<*const libc::c_char> = self.args.iter().map(|a| a.as_ptr()).chain([std::ptr::null()]).collect();
+        let envp: Vec<*const libc::c_char> = self.env.iter().map(|e| e.as_ptr()).chain([std::ptr::null()]).collect();
+        // SAFETY: path, argv and envp are NUL-terminated arrays of valid C strings that live
+        // until execve returns (it only returns on failure).
+        unsafe { libc::execve(self.path.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        ProcessError::Exec { path: self.display.clone(), source: io::Error::last_os_error() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_programs_in_path_and_refuses_others() {
+        assert_eq!(find_executable("sh", "/nonexistent:/bin").unwrap(), PathBuf::from("/bin/sh"));
+        assert!(matches!(find_executable("no-such-program-x", "/bin"), Err(ProcessError::NotInPath(_))));
+        assert!(matches!(find_executable("/etc/passwd", "/bin"), Err(ProcessError::NotExecutable { .. })));
+        assert!(matches!(find_executable("/bin", "/bin"), Err(ProcessError::NotExecutable { .. })));
+    }
+}

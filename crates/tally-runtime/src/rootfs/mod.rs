@@ -1,0 +1,143 @@
+//! The container's root filesystem: mounts in config order, devices, masked and read-only
+//! paths, all resolved inside the rootfs; then pivot_root and the final touches on `/`.
+
+mod cgroupfs;
+mod devices;
+mod mounts;
+mod options;
+mod paths;
+mod pivot;
+pub mod resolve;
+
+use std::collections::HashMap;
+use std::io;
+use std::path::Path;
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Spec;
+
+pub use cgroupfs::own_cgroups;
+pub use resolve::Root;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RootfsError {
+    #[error(transparent)]
+    Mount(#[from] mounts::MountError),
+    #[error(transparent)]
+    Device(#[from] devices::DeviceError),
+    #[error(transparent)]
+    Paths(#[from] paths::PathsError),
+    #[error(transparent)]
+    Pivot(#[from] pivot::PivotError),
+    #[error("linux.rootfsPropagation: {0:?} is not one of shared, slave, private, unbindable (or their r-forms)")]
+    BadPropagation(String),
+    #[error("root filesystem {path}: {op}: {source}")]
+    Io { path: String, op: &'static str, source: io::Error },
+}
+
+/// What `prepare` needs beyond the spec.
+pub struct Setup<'a> {
+    pub spec: &'a Spec,
+    pub bundle: &'a Path,
+    pub rootfs: &'a Path,
+    pub in_userns: bool,
+    pub new_netns: bool,
+    pub new_cgroupns: bool,
+    pub own_cgroups: &'a HashMap<String, String>,
+}
+
+fn propagation(name: &str) -> Option<MsFlags> {
+    Some(match name {
+        "shared" => MsFlags::MS_SHARED,
+        "rshared" => MsFlags::MS_SHARED | MsFlags::MS_REC,
+        "slave" => MsFlags::MS_SLAVE,
+        "rslave" => MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        "private" => MsFlags::MS_PRIVATE,
+        "rprivate" => MsFlags::MS_PRIVATE | MsFlags::MS_REC,
+        "unbindable" => MsFlags::MS_UNBINDABLE,
+        "runbindable" => MsFlags::MS_UNBINDABLE | MsFlags::MS_REC,
+        _ => return None,
+    })
+}
+
+/// Checks `linux.rootfsPropagation` before any process exists.
+pub fn check_propagation(spec: &Spec) -> Result<(), RootfsError> {
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()) {
+        propagation(p).ok_or_else(|| RootfsError::BadPropagation(p.clone()))?;
+    }
+    Ok(())
+}
+
+fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(nix::errno::Errno) -> RootfsError + 'a {
+    move |e| RootfsError::Io { path: path.display().to_string(), op, source: e.into() }
+}
+
+/// Builds the container's filesystem tree under `rootfs` (in the container's mount namespace)
+/// and returns a handle on it, ready for `enter`.
+pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
+    // Nothing done below may propagate back to the host: every mount becomes a slave (or
+    // private, when asked) before the first one is made.
+    let base = match s.spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) {
+        Some(p) if p.contains("private") => MsFlags::MS_PRIVATE,
+        _ => MsFlags::MS_SLAVE,
+    };
+    mount(None::<&str>, "/", None::<&str>, base | MsFlags::MS_REC, None::<&str>).map_err(io_err(Path::new("/"), "make mounts slave"))?;
+    // pivot_root needs the new root to be a mount point.
+    mount(Some(s.rootfs), s.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(io_err(s.rootfs, "bind onto itself"))?;
+    let root = Root::open(s.rootfs).map_err(|e| RootfsError::Io { path: s.rootfs.display().to_string(), op: "open", source: e })?;
+
+    let ctx = mounts::Context {
+        root: &root,
+        bundle: s.bundle,
+        in_userns: s.in_userns,
+        new_netns: s.new_netns,
+        new_cgroupns: s.new_cgroupns,
+        own_cgroups: s.own_cgroups,
+    };
+    for (i, m) in s.spec.mounts().iter().flatten().enumerate() {
+        mounts::perform(&ctx, i, m)?;
+    }
+
+    let linux = s.spec.linux().as_ref();
+    let configured: Vec<devices::Node> =
+        linux.and_then(|l| l.devices().as_ref()).into_iter().flatten().map(devices::from_spec).collect::<Result<_, _>>()?;
+    for node in devices::defaults().iter().filter(|d| !configured.iter().any(|c| c.path == d.path)) {
+        devices::create(&root, node, s.in_userns)?;
+    }
+    for node in &configured {
+        devices::create(&root, node, s.in_userns)?;
+    }
+    devices::symlinks(&root)?;
+
+    for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
+        paths::mask(&root, Path::new(p))?;
+    }
+    for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
+        paths::make_readonly(&root, Path::new(p))?;
+    }
+    Ok(root)
+}
+
+/// Makes the prepared rootfs `/`.
+pub fn enter(root: &Root, rootfs: &Path, no_pivot: bool) -> Result<(), RootfsError> {
+    if no_pivot {
+        pivot::move_and_chroot(rootfs)?;
+    } else {
+        pivot::pivot(root, rootfs)?;
+    }
+    Ok(())
+}
+
+/// After `enter`: the requested propagation of `/`, then `root.readonly`.
+pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
+    if let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()) {
+        let flags = propagation(p).ok_or_else(|| RootfsError::BadPropagation(p.clone()))?;
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(io_err(Path::new("/"), "set rootfsPropagation"))?;
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mounts::remount_bind_at(Path::new("/"), MsFlags::MS_RDONLY)
+            .map_err(|e| RootfsError::Io { path: "/".into(), op: "remount read-only", source: e })?;
+    }
+    Ok(())
+}

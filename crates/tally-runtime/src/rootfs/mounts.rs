@@ -1,0 +1,152 @@
+//! One `mounts[]` entry of config.json, performed inside the rootfs: bind and rbind (with the
+//! remount bind needs for flags), proc, sysfs, tmpfs, devpts, mqueue, cgroup, and anything
+//! else the kernel knows, then propagation and recursive attributes.
+
+use std::fs;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use oci_spec::runtime::Mount;
+
+use super::options::{self, MountOptions};
+use super::resolve::{fd_path, Kind, Root};
+use crate::sys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("mounts[{index}] {destination}: {message}")]
+    Invalid { index: usize, destination: PathBuf, message: String },
+    #[error("mounts[{index}] {destination}: {op}: {source}")]
+    Io { index: usize, destination: PathBuf, op: String, source: io::Error },
+}
+
+/// Everything a mount needs to know about the container being built.
+pub struct Context<'a> {
+    pub root: &'a Root,
+    pub bundle: &'a Path,
+    pub in_userns: bool,
+    pub new_netns: bool,
+    pub new_cgroupns: bool,
+    /// The container's cgroups as the host names them (see `cgroupfs::own_cgroups`).
+    pub own_cgroups: &'a std::collections::HashMap<String, String>,
+}
+
+pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError> {
+    let dest = m.destination();
+    let invalid = |message: String| MountError::Invalid { index, destination: dest.clone(), message };
+    let io_err = |op: &str, source: io::Error| MountError::Io {
+        index,
+        destination: dest.clone(),
+        op: op.to_string(),
+        source,
+    };
+    let opts = options::parse(m.options().as_deref().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
+    let typ = m.typ().as_deref().unwrap_or("");
+    let is_bind = opts.is_bind() || typ == "bind";
+
+    let target = if is_bind {
+        let source = bind_source(ctx.bundle, m).map_err(|e| invalid(e))?;
+        let kind = if fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true) { Kind::Dir } else { Kind::File };
+        let target = ctx.root.ensure(dest, kind).map_err(|e| io_err("create destination", e))?;
+        let rec = opts.flags & MsFlags::MS_REC;
+        mount(Some(&source), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
+            .map_err(|e| io_err(&format!("bind {}", source.display()), e.into()))?;
+        let top = reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?;
+        let extra = opts.bind_remount_flags();
+        if !extra.is_empty() {
+            remount_bind(&top, extra).map_err(|e| io_err("remount bind", e))?;
+        }
+        top
+    } else if typ == "cgroup" || typ == "cgroup2" {
+        let target = ctx.root.ensure(dest, Kind::Dir).map_err(|e| io_err("create destination", e))?;
+        super::cgroupfs::mount_cgroups(ctx, dest, &target, &opts).map_err(|e| io_err("mount cgroup", e))?;
+        reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?
+    } else {
+        if typ.is_empty() {
+            return Err(invalid("type is required for a mount that is not a bind mount".into()));
+        }
+        let target = ctx.root.ensure(dest, Kind::Dir).map_err(|e| io_err("create destination", e))?;
+        let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
+        let data = opts.data_string();
+        let flags = opts.flags & !MsFlags::MS_REMOUNT;
+        let res = mount(Some(source.as_str()), &fd_path(&target), Some(typ), flags, data.as_deref());
+        match res {
+            Ok(()) => {}
+            // Without its own network namespace a user-namespaced container may not mount
+            // sysfs; what runc does, and what the container can see anyway, is the host's /sys.
+            Err(nix::errno::Errno::EPERM) if typ == "sysfs" && (ctx.in_userns || !ctx.new_netns) => {
+                mount(Some("/sys"), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+                    .map_err(|e| io_err("bind /sys", e.into()))?;
+                let top = reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?;
+                remount_bind(&top, opts.bind_remount_flags()).map_err(|e| io_err("remount bind", e))?;
+            }
+            Err(e) => return Err(io_err(&format!("mount {typ}"), e.into())),
+        }
+        reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?
+    };
+
+    for prop in &opts.propagation {
+        mount(None::<&str>, &fd_path(&target), None::<&str>, *prop, None::<&str>)
+            .map_err(|e| io_err("set propagation", e.into()))?;
+    }
+    if opts.has_recursive {
+        apply_recursive(&target, &opts).map_err(|e| io_err("mount_setattr", e))?;
+    }
+    Ok(())
+}
+
+/// A bind source relative to the bundle is taken from the bundle, as runc does (it runs with
+/// the bundle as its working directory).
+fn bind_source(bundle: &Path, m: &Mount) -> Result<PathBuf, String> {
+    let src = m.source().as_ref().ok_or("a bind mount needs a source")?;
+    let full = if src.is_absolute() { src.clone() } else { bundle.join(src) };
+    fs::symlink_metadata(&full).map_err(|e| format!("source {}: {e}", full.display()))?;
+    Ok(full)
+}
+
+/// An fd on the mount now stacked at `dest`: an fd opened before the mount still names the
+/// directory underneath, and remounting through it would change the wrong mount.
+fn reopen(root: &Root, dest: &Path) -> io::Result<OwnedFd> {
+    root.open_path(dest)
+}
+
+/// Bind mounts ignore most flags on the first call; a remount applies them. Flags the kernel
+/// has locked on the source (nosuid, nodev, noexec in a user namespace) are kept, or the
+/// remount is refused.
+pub fn remount_bind(target: &OwnedFd, flags: MsFlags) -> io::Result<()> {
+    remount_bind_at(&fd_path(target), flags)
+}
+
+/// `remount_bind` by path, for `/` after pivot_root (where /proc may not be mounted).
+pub fn remount_bind_at(path: &Path, flags: MsFlags) -> io::Result<()> {
+    if flags.is_empty() {
+        return Ok(());
+    }
+    let locked = locked_flags(path);
+    mount(None::<&str>, path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | flags | locked, None::<&str>)
+        .map_err(io::Error::from)
+}
+
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::FsFlags;
+    let Ok(st) = nix::sys::statvfs::statvfs(path) else { return MsFlags::empty() };
+    let f = st.flags();
+    let mut out = MsFlags::empty();
+    for (fs_flag, ms) in [
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    ] {
+        if f.contains(fs_flag) {
+            out |= ms;
+        }
+    }
+    out
+}
+
+fn apply_recursive(target: &OwnedFd, opts: &MountOptions) -> io::Result<()> {
+    // mount_setattr accepts an O_PATH fd: it acts on the mount the fd refers to.
+    sys::mount_setattr_recursive(target.as_raw_fd(), &opts.recursive)
+}

@@ -1,0 +1,49 @@
+//! `linux.maskedPaths` and `linux.readonlyPaths`: what the container must not read, and what it
+//! must not write, even as root.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+
+use super::mounts::remount_bind;
+use super::resolve::{fd_path, Root};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PathsError {
+    #[error("linux.{field} {path}: {source}")]
+    Io { field: &'static str, path: PathBuf, source: io::Error },
+}
+
+/// A directory is hidden under an empty read-only tmpfs; anything else under /dev/null.
+/// Paths that do not exist in this rootfs are skipped, as the spec intends them as a
+/// deny-list over whatever the image has.
+pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
+    let err = |source| PathsError::Io { field: "maskedPaths", path: path.into(), source };
+    let target = match root.open_path(path) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).map_err(|e| err(e.into()))?;
+    let res = if is_dir {
+        mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0,mode=755"))
+    } else {
+        mount(Some("/dev/null"), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    };
+    res.map_err(|e| err(e.into()))
+}
+
+/// Bind-mounts the path onto itself and remounts it read-only.
+pub fn make_readonly(root: &Root, path: &Path) -> Result<(), PathsError> {
+    let err = |source| PathsError::Io { field: "readonlyPaths", path: path.into(), source };
+    let target = match root.open_path(path) {
+        Ok(fd) => fd,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    let p = fd_path(&target);
+    mount(Some(&p), &p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>).map_err(|e| err(e.into()))?;
+    let top = root.open_path(path).map_err(err)?;
+    remount_bind(&top, MsFlags::MS_RDONLY).map_err(err)
+}

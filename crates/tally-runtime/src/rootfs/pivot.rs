@@ -1,0 +1,39 @@
+//! Making the rootfs the container's `/`: pivot_root, or MS_MOVE + chroot for `--no-pivot`
+//! (for hosts whose root is a ramfs, where pivot_root is refused).
+
+use std::io;
+use std::path::Path;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::unistd::{chdir, chroot, fchdir, pivot_root};
+
+use super::resolve::Root;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PivotError {
+    #[error("{op} {path}: {source}")]
+    Io { op: &'static str, path: String, source: io::Error },
+}
+
+fn err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(nix::errno::Errno) -> PivotError + 'a {
+    move |e| PivotError::Io { op, path: path.display().to_string(), source: e.into() }
+}
+
+/// pivot_root(".", ".") stacks the old root on top of the new one at "/"; unmounting "." then
+/// drops it without needing a directory for it inside the rootfs. The old root is made a
+/// slave first so the unmount does not propagate back to the host.
+pub fn pivot(root: &Root, rootfs: &Path) -> Result<(), PivotError> {
+    fchdir(root.raw()).map_err(err("chdir", rootfs))?;
+    pivot_root(".", ".").map_err(err("pivot_root", rootfs))?;
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(err("make old root a slave", rootfs))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(err("unmount old root", rootfs))?;
+    chdir("/").map_err(err("chdir", Path::new("/")))
+}
+
+pub fn move_and_chroot(rootfs: &Path) -> Result<(), PivotError> {
+    chdir(rootfs).map_err(err("chdir", rootfs))?;
+    mount(Some(rootfs), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>).map_err(err("move mount to /", rootfs))?;
+    chroot(".").map_err(err("chroot", rootfs))?;
+    chdir("/").map_err(err("chdir", Path::new("/")))
+}

@@ -1,0 +1,171 @@
+//! The container process, from clone to exec: joins and creates namespaces, builds the root
+//! filesystem, switches to the container's user, reports `Ready`, then blocks on the start
+//! fifo until `tally start` writes to it, and execs the container's program.
+//!
+//! It runs in a cloned copy of the runtime and never returns into the runtime's code: every
+//! path ends in exec or `_exit`.
+
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use oci_spec::runtime::LinuxNamespaceType;
+
+use crate::bundle::Bundle;
+use crate::channel::{Channel, Message};
+use crate::namespaces::{self, Plan, CLONE_NEWTIME};
+use crate::sys::{self, Forked};
+use crate::{console, process, rootfs};
+
+pub struct Context<'a> {
+    pub bundle: &'a Bundle,
+    pub plan: &'a Plan,
+    pub channel: &'a Channel,
+    pub fifo: &'a File,
+    pub console_socket: Option<&'a OwnedFd>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+}
+
+/// Runs the container process; the value returned is its exit status on failure.
+pub fn run(ctx: Context) -> i32 {
+    match setup(&ctx) {
+        Ok(program) => {
+            let err = program.exec();
+            // The runtime is gone by now: stderr is the caller's, where runc writes too.
+            eprintln!("tally: container process: {err}");
+            127
+        }
+        Err(msg) => {
+            let _ = ctx.channel.send(&Message::Failed(msg));
+            1
+        }
+    }
+}
+
+fn setup(ctx: &Context) -> Result<process::Program, String> {
+    let spec = &ctx.bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated by bundle");
+    let proc_cfg = spec.process().as_ref().expect("validated by bundle");
+    let plan = ctx.plan;
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+
+    // Whatever the runtime had open (the state directory's lock among them) must not stay
+    // open here: the lock would outlive `create` and block every later command.
+    let mut keep: Vec<i32> = vec![ctx.channel.raw_fd(), ctx.fifo.as_raw_fd()];
+    keep.extend(ctx.console_socket.map(|s| s.as_raw_fd()));
+    keep.extend(plan.joins.iter().map(|j| j.fd.as_raw_fd()));
+    sys::close_fds_except(3 + ctx.preserve_fds, &keep).map_err(|e| format!("close inherited fds: {e}"))?;
+
+    // Until exec, /proc/<pid> of this process (its exe is the host's tally binary) is closed
+    // to the container's other processes and to ptrace.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+
+    namespaces::join_all(&plan.joins).map_err(|e| s(&e))?;
+    let via_clone = plan.joins.is_empty();
+    if !via_clone && plan.creates(LinuxNamespaceType::User) {
+        namespaces::unshare(libc::CLONE_NEWUSER).map_err(|e| s(&e))?;
+    }
+    ctx.channel.send(&Message::UserNamespaceReady).map_err(|e| s(&e))?;
+    match ctx.channel.recv() {
+        Ok(Message::Proceed) => {}
+        Ok(other) => return Err(format!("sync channel: expected proceed, got {other:?}")),
+        Err(e) => return Err(s(&e)),
+    }
+    if plan.creates(LinuxNamespaceType::User) {
+        become_root().map_err(|e| format!("user namespace: become root (is uid 0 mapped?): {e}"))?;
+    }
+    let own_cgroups = rootfs::own_cgroups();
+    let mut rest = plan.new & !CLONE_NEWTIME;
+    rest &= if via_clone { libc::CLONE_NEWCGROUP } else { !libc::CLONE_NEWUSER };
+    namespaces::unshare(rest).map_err(|e| s(&e))?;
+    if plan.needs_second_fork() {
+        match sys::clone_process(0).map_err(|e| format!("fork into the pid namespace: {e}"))? {
+            Forked::Parent(pid) => {
+                let _ = ctx.channel.send(&Message::InitPid(pid));
+                // SAFETY: the intermediate process ends here without running destructors.
+                unsafe { libc::_exit(0) }
+            }
+            Forked::Child => {}
+        }
+    }
+
+    if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
+        nix::unistd::sethostname(h).map_err(|e| format!("hostname {h:?}: {e}"))?;
+    }
+    if let Some(d) = spec.domainname().as_ref().filter(|d| !d.is_empty()) {
+        // SAFETY: pointer and length describe the live bytes of `d`.
+        if unsafe { libc::setdomainname(d.as_ptr().cast(), d.len()) } != 0 {
+            return Err(format!("domainname {d:?}: {}", std::io::Error::last_os_error()));
+        }
+    }
+
+    let in_userns = plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
+    let root = rootfs::prepare(&rootfs::Setup {
+        spec,
+        bundle: &ctx.bundle.dir,
+        rootfs: &ctx.bundle.rootfs,
+        in_userns,
+        new_netns: plan.creates(LinuxNamespaceType::Network),
+        new_cgroupns: plan.creates(LinuxNamespaceType::Cgroup),
+        own_cgroups: &own_cgroups,
+    })
+    .map_err(|e| s(&e))?;
+    let user = proc_cfg.user();
+    let slave = match ctx.console_socket {
+        Some(sock) => Some(console::allocate(&root, sock, user.uid(), user.gid()).map_err(|e| s(&e))?),
+        None => None,
+    };
+    rootfs::enter(&root, &ctx.bundle.rootfs, ctx.no_pivot).map_err(|e| s(&e))?;
+    drop(root);
+    rootfs::finalize(spec).map_err(|e| s(&e))?;
+    if let Some(slave) = &slave {
+        console::attach(slave).map_err(|e| s(&e))?;
+    }
+    drop(slave);
+    let _ = linux;
+
+    process::chdir(proc_cfg.cwd()).map_err(|e| s(&e))?;
+    let program = process::prepare(proc_cfg).map_err(|e| s(&e))?;
+    process::set_identity(user).map_err(|e| s(&e))?;
+
+    ctx.channel.send(&Message::Ready).map_err(|e| s(&e))?;
+    match ctx.channel.recv() {
+        Ok(Message::Committed) => {}
+        // The runtime failed to save the state or died: this container must not outlive it.
+        _ => {
+            // SAFETY: ends the process without unwinding into the runtime's code.
+            unsafe { libc::_exit(1) }
+        }
+    }
+
+    // `tally start` writes one byte to the fifo. Anything else means no start will come.
+    let mut byte = [0u8; 1];
+    match (&*ctx.fifo).read(&mut byte) {
+        Ok(1) => {}
+        _ => {
+            // SAFETY: as above.
+            unsafe { libc::_exit(1) }
+        }
+    }
+    process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
+    // A signal mask survives execve; the program must start with none blocked.
+    // SAFETY: an empty, initialised set; the old mask is not needed.
+    unsafe {
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    Ok(program)
+}
+
+fn become_root() -> std::io::Result<()> {
+    // SAFETY: setresgid/setresuid take plain ids.
+    unsafe {
+        if libc::setresgid(0, 0, 0) != 0 || libc::setresuid(0, 0, 0) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

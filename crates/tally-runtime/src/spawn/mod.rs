@@ -1,0 +1,222 @@
+//! The process pipeline of `create`, runtime side. tally is never re-executed: the runtime
+//! clones the container process straight into its new namespaces, puts it in its cgroup,
+//! writes its id maps, and waits on the sync channel until the process reports that the
+//! container is set up and blocked on its start fifo (see `init`).
+
+mod init;
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType};
+
+use crate::bundle::Bundle;
+use crate::cgroups::{Cgroup, CgroupError};
+use crate::channel::{Channel, ChannelError, Message};
+use crate::console::{self, ConsoleError};
+use crate::namespaces::{self, NamespaceError, Plan};
+use crate::proc_info;
+use crate::sys::{self, Forked};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("{0}")]
+    Channel(#[from] ChannelError),
+    #[error("start fifo {path}: {source}")]
+    Fifo { path: PathBuf, source: io::Error },
+    #[error("linux.timeOffsets: {0}")]
+    TimeOffsets(io::Error),
+    #[error("clone the container process: {0}")]
+    Clone(io::Error),
+    #[error("write {file} of the container process: {source}")]
+    IdMap { file: &'static str, source: io::Error },
+    /// The container process reported this failure.
+    #[error("{0}")]
+    Init(String),
+    #[error("the container process exited during setup ({0})")]
+    Died(String),
+    #[error("sync channel: unexpected message {0:?}")]
+    Unexpected(Message),
+}
+
+/// How `create` was asked to start the container.
+pub struct Request<'a> {
+    pub bundle: &'a Bundle,
+    pub fifo: &'a Path,
+    pub console_socket: Option<&'a Path>,
+    pub no_pivot: bool,
+    pub preserve_fds: u32,
+    pub cgroup: &'a Cgroup,
+    pub timeout: Duration,
+}
+
+/// A container process that is set up and waits for `commit`.
+pub struct Spawned {
+    pub pid: i32,
+    pub start_time: u64,
+    channel: Channel,
+}
+
+impl Spawned {
+    /// Tells the process its state is saved: it now waits for `start` on its own.
+    pub fn commit(self) -> Result<(), SpawnError> {
+        self.channel.send(&Message::Committed)?;
+        Ok(())
+    }
+
+    /// Kills the process (used when saving its state failed).
+    pub fn abort(self) {
+        kill_and_wait(self.pid);
+    }
+}
+
+/// Sends SIGKILL and waits (bounded) until the process is gone, reaping it if it is ours.
+pub fn kill_and_wait(pid: i32) {
+    if let Ok(pidfd) = sys::pidfd_open(pid) {
+        let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
+        let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd; a pidfd polls readable once the process has exited.
+        unsafe { libc::poll(&mut pfd, 1, 10_000) };
+    }
+    // SAFETY: WNOHANG never blocks; ECHILD (not our child) is fine.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+}
+
+pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
+    let spec = &req.bundle.spec;
+    let linux = spec.linux().as_ref().expect("validated by bundle");
+    let process = spec.process().as_ref().expect("validated by bundle");
+    let plan = Plan::from_spec(linux)?;
+
+    let console_socket = if process.terminal().unwrap_or(false) {
+        Some(console::connect(req.console_socket.ok_or(ConsoleError::NoSocket)?)?)
+    } else {
+        None
+    };
+    let fifo = make_fifo(req.fifo)?;
+    let (ours, theirs) = Channel::pair(req.timeout).map_err(ChannelError::Io)?;
+
+    if plan.creates(LinuxNamespaceType::Time) {
+        // Only the children of the caller enter a new time namespace, and its offsets must be
+        // written before the first child exists.
+        namespaces::unshare(namespaces::CLONE_NEWTIME)?;
+        write_time_offsets(linux).map_err(SpawnError::TimeOffsets)?;
+    }
+
+    let forked = sys::clone_process(plan.clone_flags()).map_err(SpawnError::Clone)?;
+    let child = match forked {
+        Forked::Child => {
+            drop(ours);
+            let code = init::run(init::Context {
+                bundle: req.bundle,
+                plan: &plan,
+                channel: &theirs,
+                fifo: &fifo,
+                console_socket: console_socket.as_ref(),
+                no_pivot: req.no_pivot,
+                preserve_fds: req.preserve_fds,
+            });
+            // SAFETY: _exit ends the cloned process without running the runtime's destructors
+            // or atexit handlers, which belong to the parent.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(theirs);
+    drop(fifo);
+    drop(console_socket);
+
+    let mut init_pid = child;
+    let result = (|| -> Result<(), SpawnError> {
+        req.cgroup.add_task(child)?;
+        loop {
+            match ours.recv() {
+                Ok(Message::UserNamespaceReady) => {
+                    if plan.creates(LinuxNamespaceType::User) {
+                        write_id_maps(child, linux.uid_mappings(), linux.gid_mappings())?;
+                    }
+                    ours.send(&Message::Proceed)?;
+                }
+                Ok(Message::InitPid(pid)) => {
+                    init_pid = pid;
+                    // The intermediate process exits right after sending this.
+                    // SAFETY: waitpid on our own child with a null status pointer.
+                    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                }
+                Ok(Message::Ready) => return Ok(()),
+                Ok(Message::Failed(msg)) => return Err(SpawnError::Init(msg)),
+                Ok(other) => return Err(SpawnError::Unexpected(other)),
+                Err(ChannelError::Closed) => return Err(SpawnError::Died(exit_reason(child))),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })();
+    if let Err(e) = result {
+        kill_and_wait(init_pid);
+        if init_pid != child {
+            kill_and_wait(child);
+        }
+        return Err(e);
+    }
+    let start_time = match proc_info::start_time(init_pid) {
+        Some((t, false)) => t,
+        _ => return Err(SpawnError::Died("gone before its state was saved".into())),
+    };
+    Ok(Spawned { pid: init_pid, start_time, channel: ours })
+}
+
+fn exit_reason(pid: i32) -> String {
+    let mut status = 0;
+    // SAFETY: waitpid writes the status into a live local.
+    let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if r != pid {
+        "status unknown".into()
+    } else if libc::WIFEXITED(status) {
+        format!("exit status {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        format!("killed by signal {}", libc::WTERMSIG(status))
+    } else {
+        "status unknown".into()
+    }
+}
+
+/// The start fifo, opened read-write so the open never blocks and so that, as long as the
+/// container process holds it, `start`'s non-blocking open for writing finds a reader.
+fn make_fifo(path: &Path) -> Result<File, SpawnError> {
+    let err = |source| SpawnError::Fifo { path: path.into(), source };
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(|e| err(e.into()))?;
+    OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path).map_err(err)
+}
+
+fn write_id_maps(pid: i32, uids: &Option<Vec<LinuxIdMapping>>, gids: &Option<Vec<LinuxIdMapping>>) -> Result<(), SpawnError> {
+    let render = |maps: &Option<Vec<LinuxIdMapping>>| {
+        maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect::<String>()
+    };
+    for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
+        fs::write(format!("/proc/{pid}/{file}"), render(maps)).map_err(|source| SpawnError::IdMap { file, source })?;
+    }
+    Ok(())
+}
+
+fn write_time_offsets(linux: &oci_spec::runtime::Linux) -> io::Result<()> {
+    let Some(offsets) = linux.time_offsets() else { return Ok(()) };
+    let mut text = String::new();
+    for (clock, off) in offsets {
+        text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+    }
+    if text.is_empty() {
+        return Ok(());
+    }
+    fs::write("/proc/self/timens_offsets", text)
+}
+

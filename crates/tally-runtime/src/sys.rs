@@ -1,0 +1,118 @@
+//! Thin wrappers over the few system calls that neither libc's glibc wrappers nor nix expose
+//! in the form tally needs. Each returns `std::io::Result` with the raw errno.
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// What `clone_process` returned in each of the two processes.
+pub enum Forked {
+    Parent(i32),
+    Child,
+}
+
+/// `clone(2)` used like `fork(2)` but with namespace flags, so the child starts inside its new
+/// namespaces (a new PID namespace only takes effect for children, never for the caller).
+///
+/// The caller must be single-threaded: the child continues with a copy of this process and
+/// may only rely on state no other thread could have held locked.
+pub fn clone_process(ns_flags: libc::c_int) -> io::Result<Forked> {
+    let flags = (ns_flags | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: with a null stack pointer the raw clone syscall behaves like fork: the child
+    // gets a copy-on-write copy of the address space and resumes here. tally is
+    // single-threaded when it forks, so no lock can be held by a thread that does not exist in
+    // the child. The remaining arguments (ptid, ctid, tls) are unused without the matching flags.
+    let ret = unsafe { libc::syscall(libc::SYS_clone, flags, 0usize, 0usize, 0usize, 0usize) };
+    match check(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as i32)),
+    }
+}
+
+/// A pidfd for `pid`: signals sent through it can never reach a process that reused the PID.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is passed.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel just returned this fd to us and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+pub fn pidfd_send_signal(pidfd: RawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: a null siginfo pointer is allowed and means "as kill(2) would send it".
+    check(unsafe {
+        libc::syscall(libc::SYS_pidfd_send_signal, pidfd, sig, std::ptr::null::<libc::siginfo_t>(), 0)
+    })?;
+    Ok(())
+}
+
+/// Marks every fd from `first` upwards close-on-exec, so nothing tally holds reaches the
+/// container's program except the fds it was asked to pass.
+pub fn cloexec_from(first: u32) -> io::Result<()> {
+    const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
+    // SAFETY: close_range only changes fd flags in this process's table; no memory is passed.
+    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })?;
+    Ok(())
+}
+
+/// Closes every fd from `first` upwards except those in `keep`.
+pub fn close_fds_except(first: u32, keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd >= first as RawFd).map(|&fd| fd as u32).collect();
+    keep.sort_unstable();
+    let mut lo = first;
+    for fd in keep.into_iter().chain([u32::MAX]) {
+        if fd > lo {
+            let hi = if fd == u32::MAX { u32::MAX } else { fd - 1 };
+            // SAFETY: close_range only closes fds in this process's table; no memory is passed.
+            check(unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) })?;
+        }
+        lo = fd.saturating_add(1);
+    }
+    Ok(())
+}
+
+/// The kernel's `struct mount_attr` for mount_setattr(2).
+#[repr(C)]
+#[derive(Debug, Default)]
+pub struct MountAttr {
+    pub attr_set: u64,
+    pub attr_clr: u64,
+    pub propagation: u64,
+    pub userns_fd: u64,
+}
+
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
+pub const MOUNT_ATTR_NOSUID: u64 = 0x2;
+pub const MOUNT_ATTR_NODEV: u64 = 0x4;
+pub const MOUNT_ATTR_NOEXEC: u64 = 0x8;
+pub const MOUNT_ATTR__ATIME: u64 = 0x70;
+pub const MOUNT_ATTR_RELATIME: u64 = 0x0;
+pub const MOUNT_ATTR_NOATIME: u64 = 0x10;
+pub const MOUNT_ATTR_STRICTATIME: u64 = 0x20;
+pub const MOUNT_ATTR_NODIRATIME: u64 = 0x80;
+pub const MOUNT_ATTR_NOSYMFOLLOW: u64 = 0x200000;
+
+/// Applies `attr` to the mount at `fd` and, with AT_RECURSIVE, to every mount below it.
+pub fn mount_setattr_recursive(fd: RawFd, attr: &MountAttr) -> io::Result<()> {
+    let empty = c"";
+    let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
+    // SAFETY: `empty` is a valid C string, `attr` points to a live struct of the size passed,
+    // and the kernel only reads from it.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd,
+            empty.as_ptr(),
+            flags,
+            attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! Logging in the shape callers parse. With `--log-format json` every line is a logrus-style
+//! object `{"level":"error","msg":"...","time":"..."}`: containerd reports the msg of the last
+//! error line, and Podman reads the whole file as one object when a command fails, so only
+//! warnings and errors go to `--log` (everything with `--debug`) and a failing command ends
+//! with exactly one error line. stderr always gets warnings and errors as text.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tracing::field::{Field, Visit};
+use tracing::{Event, Level, Subscriber};
+use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
+
+use crate::cli::LogFormat;
+
+struct Sink {
+    file: Option<Mutex<File>>,
+    json: bool,
+    debug: bool,
+}
+
+#[derive(Default)]
+struct Message(String);
+
+impl Visit for Message {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == "message" {
+            self.0 = value.to_string();
+        }
+    }
+    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.0 = format!("{value:?}");
+        }
+    }
+}
+
+fn level_name(l: &Level) -> &'static str {
+    match *l {
+        Level::ERROR => "error",
+        Level::WARN => "warning",
+        Level::INFO => "info",
+        Level::DEBUG => "debug",
+        Level::TRACE => "trace",
+    }
+}
+
+impl<S: Subscriber> Layer<S> for Sink {
+    fn on_event(&self, event: &Event<'_>, _ctx: Context<'_, S>) {
+        let level = event.metadata().level();
+        // Libraries' warnings (libcgroups reports every absent v1 controller) are noise to
+        // an operator; tally says itself when something it was asked for cannot be done.
+        let ours = event.metadata().target().starts_with("tally");
+        let verbose = (*level <= Level::WARN && ours) || self.debug;
+        if !verbose {
+            return;
+        }
+        let mut msg = Message::default();
+        event.record(&mut msg);
+        let now = SystemTime::now();
+        eprintln!("tally: {}: {}", level_name(level), msg.0);
+        if let Some(file) = &self.file {
+            let line = if self.json {
+                format!(
+                    "{}\n",
+                    serde_json::json!({"level": level_name(level), "msg": msg.0, "time": tally_runtime::timefmt::rfc3339_seconds(now)})
+                )
+            } else {
+                format!("time=\"{}\" level={} msg={:?}\n", tally_runtime::timefmt::rfc3339_seconds(now), level_name(level), msg.0)
+            };
+            if let Ok(mut f) = file.lock() {
+                let _ = f.write_all(line.as_bytes());
+            }
+        }
+    }
+}
+
+pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> anyhow::Result<()> {
+    let file = match log {
+        Some(p) => Some(Mutex::new(
+            OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| anyhow::anyhow!("--log {}: {e}", p.display()))?,
+        )),
+        None => None,
+    };
+    let sink = Sink { file, json: format == LogFormat::Json, debug };
+    let subscriber = tracing_subscriber::registry().with(sink);
+    tracing::subscriber::set_global_default(subscriber).map_err(|e| anyhow::anyhow!("logging: {e}"))
+}

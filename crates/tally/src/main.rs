@@ -1,0 +1,112 @@
+//! The `tally` binary: parses runc's command line, sets up logging, and calls the runtime
+//! library. No container logic lives here.
+
+mod cli;
+mod logging;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use tally_runtime::lifecycle::{self, CreateOptions, RunOptions};
+use tally_runtime::state::StateRoot;
+
+use cli::{Cli, Command, CreateArgs, ListFormat};
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args())) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
+        }
+    };
+    if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
+        eprintln!("tally: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match dispatch(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool) -> CreateOptions<'a> {
+    CreateOptions {
+        bundle: &a.bundle,
+        pid_file: a.pid_file.as_deref(),
+        console_socket: a.console_socket.as_deref(),
+        no_pivot: a.no_pivot,
+        preserve_fds: a.preserve_fds,
+        systemd_cgroup,
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<u8> {
+    if cli.version {
+        println!("tally version {}\nspec: {}", env!("CARGO_PKG_VERSION"), tally_runtime::OCI_VERSION);
+        return Ok(0);
+    }
+    let Some(command) = cli.command else {
+        anyhow::bail!("no command given; see tally --help");
+    };
+    let root = StateRoot::new(&cli.root);
+    match command {
+        Command::Spec { bundle, rootless } => {
+            let path = bundle.join("config.json");
+            if path.exists() {
+                anyhow::bail!("{}: file already exists", path.display());
+            }
+            std::fs::write(&path, tally_runtime::default_spec::render(rootless)).with_context(|| format!("write {}", path.display()))?;
+        }
+        Command::Create(a) => {
+            lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup))?;
+        }
+        Command::Start { id } => lifecycle::start(&root, &id)?,
+        Command::Run { create, detach, keep, no_subreaper: _ } => {
+            let code = lifecycle::run(&root, &create.id, &create_options(&create, cli.systemd_cgroup), &RunOptions { detach, keep })?;
+            return Ok(code.clamp(0, 255) as u8);
+        }
+        Command::State { id } => println!("{}", lifecycle::state(&root, &id)?),
+        Command::Kill { all, id, signal } => {
+            let sig = tally_runtime::signal::parse(&signal)?;
+            lifecycle::kill(&root, &id, sig, all)?;
+        }
+        Command::Delete { force, id } => lifecycle::delete(&root, &id, force)?,
+        Command::List { format, quiet } => print_list(&root, format, quiet)?,
+    }
+    Ok(0)
+}
+
+fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {
+    let entries = lifecycle::list(root)?;
+    let mut out = std::io::stdout().lock();
+    if quiet {
+        for e in &entries {
+            writeln!(out, "{}", e.id)?;
+        }
+    } else if format == ListFormat::Json {
+        writeln!(out, "{}", serde_json::to_string(&entries)?)?;
+    } else {
+        let rows: Vec<[String; 6]> = entries
+            .iter()
+            .map(|e| [e.id.clone(), e.pid.to_string(), e.status.to_string(), e.bundle.display().to_string(), e.created.clone(), e.owner.clone()])
+            .collect();
+        let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
+        let mut widths = header.clone().map(|h| h.len());
+        for r in &rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.len());
+            }
+        }
+        for r in std::iter::once(&header).chain(rows.iter()) {
+            let line: Vec<String> = r.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            writeln!(out, "{}", line.join("   ").trim_end())?;
+        }
+    }
+    Ok(())
+}
