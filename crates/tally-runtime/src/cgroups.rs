@@ -67,7 +67,12 @@ impl Cgroup {
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        self.manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))
+        // A concurrent `delete` may prune the shared default parent between libcgroups'
+        // mkdir of the parent and of our directory; a second attempt recreates both.
+        self.manager
+            .add_task(Pid::from_raw(pid))
+            .or_else(|_| self.manager.add_task(Pid::from_raw(pid)))
+            .map_err(|e| self.err(e))
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
