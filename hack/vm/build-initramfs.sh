@@ -27,7 +27,7 @@ stage=$(mktemp -d "${TMPDIR:-/tmp}/tally-initramfs.XXXXXX")
 trap 'rm -rf "$stage"' EXIT
 
 # Skeleton. /newroot is where /init mounts the tmpfs it switch_roots into.
-mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/tally-vm,dev,proc,sys,tmp,run,root,newroot,payload}
+mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/tally-vm,dev,proc,sys,tmp,run,root,mnt,newroot,payload}
 chmod 1777 "$stage/tmp"
 chmod 0700 "$stage/root"
 # The kernel's built-in initramfs already has /dev/console (init's first stdout); a node of our
@@ -97,5 +97,7 @@ done
 # built on every run and the kernel decompresses any level equally fast, so the host-side
 # time matters more than the few MB saved.
 mkdir -p "$(dirname "$out")"
-(cd "$stage" && find . | LC_ALL=C sort | "$VM_BUSYBOX" cpio -o -H newc -R 0:0 2>/dev/null) | gzip -1 >"$out.tmp"
+# (busybox cpio reports "N blocks" on stderr: drop that line, keep any error.)
+(cd "$stage" && find . | LC_ALL=C sort | "$VM_BUSYBOX" cpio -o -H newc -R 0:0 2> >(grep -v ' blocks$' >&2)) |
+    gzip -1 >"$out.tmp"
 mv "$out.tmp" "$out"

@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Settings shared by hack/vm/fetch.sh, build-initramfs.sh and run.sh. Sourced, not executed.
 #
 # Every knob is an environment variable with a default, so `make vm-test` needs none of them and
@@ -27,7 +27,7 @@
 TALLY_VM_CACHE=${TALLY_VM_CACHE:-/var/cache/tally-vm}
 TALLY_VM_KERNEL_PKG=${TALLY_VM_KERNEL_PKG:-linux-image-cloud-amd64}
 TALLY_VM_KERNEL_SUITE=${TALLY_VM_KERNEL_SUITE:-}
-TALLY_VM_QEMU_SUITE=${TALLY_VM_QEMU_SUITE:-}
+TALLY_VM_QEMU_SUITE=${TALLY_VM_QEMU_SUITE-bookworm-backports}
 TALLY_VM_MIRROR=${TALLY_VM_MIRROR:-http://deb.debian.org/debian}
 TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth}
 TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk}
@@ -45,7 +45,7 @@ VM_QEMU_PKGS="qemu-system-x86 qemu-system-common qemu-system-data seabios ipxe-q
 # checked against the Depends of the QEMU packages), so the list cannot silently fall short.
 VM_QEMU_LIBS="libcapstone4 libfdt1 libibverbs1 libpmem1 librdmacm1 libslirp0 libvdeplug2"
 
-VM_DEBS=$TALLY_VM_CACHE/debs
+VM_DEBS=$TALLY_VM_CACHE/debs       # downloads in progress; emptied once unpacked
 VM_QEMU_ROOT=$TALLY_VM_CACHE/qemu${TALLY_VM_QEMU_SUITE:+@$TALLY_VM_QEMU_SUITE}
 VM_QEMU_BIN=$VM_QEMU_ROOT/usr/bin/qemu-system-x86_64
 # One directory per requested kernel, so switching TALLY_VM_KERNEL_PKG back and forth re-uses

@@ -53,7 +53,7 @@ suite_apt_opts() {
     echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $TALLY_VM_MIRROR $suite main" >"$aptdir/sources.list"
     local opts=(-o "Dir::Etc::SourceList=$aptdir/sources.list" -o "Dir::Etc::SourceParts=$aptdir/none"
                 -o "Dir::State::Lists=$aptdir/lists" -o "Dir::Cache=$aptdir/cache")
-    if ! ls "$aptdir/lists" | grep -q _Packages; then
+    if ! compgen -G "$aptdir/lists/*_Packages*" >/dev/null; then
         vm_log "fetching the package lists of $suite (private to $aptdir)"
         apt-get "${APT_COMMON[@]}" "${opts[@]}" update >/dev/null
     fi
@@ -78,6 +78,7 @@ apt_download() {
     rm -f "$dir/.err"
     # apt-get download names the file <name>_<version>_<arch>.deb; the newest one with that
     # name is the one just downloaded.
+    # shellcheck disable=SC2012
     name=$(cd "$dir" && ls -t -- "${req%%[/=]*}"_*.deb 2>/dev/null | head -n1)
     [ -n "$name" ] || vm_die "apt-get download $req left no .deb in $dir"
     printf '%s\n' "$dir/$name"
@@ -98,11 +99,14 @@ if [ ! -e "$qemu_stamp" ]; then
         deb=$(apt_download "$qemu_debs" "$p" "${suite_opts[@]}" 2>/dev/null) ||
             deb=$(apt_download "$qemu_debs" "$p") || vm_die "apt-get download $p failed"
         dpkg-deb -x "$deb" "$VM_QEMU_ROOT"
+        dpkg-deb -f "$deb" Depends >>"$VM_QEMU_ROOT/.depends"
+        # shellcheck disable=SC2016  # dpkg's ${field} syntax, not the shell's
         dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >>"$VM_QEMU_ROOT/.packages"
     done
     [ -x "$VM_QEMU_BIN" ] || vm_die "no $VM_QEMU_BIN after unpacking"
-    # Documentation and manual pages are never read here.
-    rm -rf "$VM_QEMU_ROOT/usr/share/doc" "$VM_QEMU_ROOT/usr/share/man"
+    # Documentation and manual pages are never read here, and the .deb files not again (their
+    # names and versions are in .packages, their dependencies in .depends).
+    rm -rf "$VM_QEMU_ROOT/usr/share/doc" "$VM_QEMU_ROOT/usr/share/man" "$qemu_debs"
     cp "$VM_QEMU_ROOT/.packages" "$qemu_stamp"
 fi
 
@@ -129,8 +133,8 @@ sonames=$(not_found)
 if [ -n "$sonames" ]; then
     # Debian names the package of libfoo.so.N libfooN, or libfoo-N when foo ends in a digit.
     # Accept a candidate only if the QEMU packages depend on it.
-    deps=$(for d in "$VM_DEBS/${VM_QEMU_ROOT##*/}"/*.deb; do dpkg-deb -f "$d" Depends; done |
-           tr ',|' '\n\n' | sed 's/^ *//; s/[ :].*//' | sort -u)
+    deps=$({ cat "$VM_QEMU_ROOT/.depends" 2>/dev/null || true; } | sed 's/[,|]/\n/g' |
+           sed 's/^ *//; s/[ :].*//' | sort -u)
     pkgs=()
     for so in $sonames; do
         base=${so%%.so.*} ver=${so##*.so.}; ver=${ver%%.*}
@@ -164,6 +168,7 @@ if [ ! -e "$kernel_stamp" ]; then
         # (no grep -q: it would close the pipe early and dpkg-deb would die of SIGPIPE)
         if dpkg-deb -c "$deb" | grep '/boot/vmlinuz-' >/dev/null; then
             dpkg-deb -x "$deb" "$VM_KERNEL_DIR/root"
+            # shellcheck disable=SC2016  # dpkg's ${field} syntax, not the shell's
             dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >"$VM_KERNEL_DIR/.package"
             break
         fi
@@ -173,7 +178,9 @@ if [ ! -e "$kernel_stamp" ]; then
         req=${dep%=}   # name=version, or just name when the dependency has no exact version
     done
     [ -e "$VM_KERNEL_DIR/.package" ] || vm_die "could not find a kernel image behind $TALLY_VM_KERNEL_PKG"
+    rm -rf "$kernel_debs"
 
+    # shellcheck disable=SC2012
     image=$(ls "$VM_KERNEL_DIR"/root/boot/vmlinuz-* | head -n1)
     release=${image##*/vmlinuz-}
     # Debian before trixie ships modules in /lib/modules, merged-/usr packages in /usr/lib/modules.

@@ -73,7 +73,8 @@ timeout=$(param timeout); timeout=${timeout:-0}
 # refusal does not hide the others.
 mount -t cgroup2 -o nsdelegate,memory_recursiveprot cgroup2 /sys/fs/cgroup ||
     mount -t cgroup2 cgroup2 /sys/fs/cgroup
-for c in $(cat /sys/fs/cgroup/cgroup.controllers); do
+read -r controllers </sys/fs/cgroup/cgroup.controllers
+for c in $controllers; do
     echo "+$c" >/sys/fs/cgroup/cgroup.subtree_control || say "warning: cannot enable controller $c"
 done
 # bpffs: not needed to attach the cgroup device filter, but present on any systemd host.
@@ -93,7 +94,8 @@ while [ $i -lt 50 ]; do
     i=$((i + 1)); sleep 0.1
 done
 if [ -n "$disk" ]; then
-    export TALLY_VM_DISK="$(cat /sys/block/$disk/dev)" TALLY_VM_DISK_DEV=/dev/$disk
+    read -r TALLY_VM_DISK <"/sys/block/$disk/dev"
+    export TALLY_VM_DISK TALLY_VM_DISK_DEV="/dev/$disk"
 else
     say "warning: no virtio disk found"
 fi
@@ -101,10 +103,12 @@ fi
 hostname tally-vm
 ip link set lo up 2>/dev/null
 # systemd's limits (1024 soft, 524288 hard) instead of the kernel's 1024/4096 for PID 1.
+# shellcheck disable=SC3045  # busybox ash has -H and -S
 ulimit -Hn 524288 && ulimit -Sn 1024
 
 export HOME=/root TMPDIR=/tmp TERM=dumb RUST_BACKTRACE=1
-export TALLY_VM=1 TALLY_VM_KERNEL="$(uname -r)" TALLY_VM_TIMEOUT="$timeout"
+TALLY_VM_KERNEL=$(uname -r)
+export TALLY_VM=1 TALLY_VM_KERNEL TALLY_VM_TIMEOUT="$timeout"
 say "kernel $TALLY_VM_KERNEL up; cgroup2 controllers: $(cat /sys/fs/cgroup/cgroup.subtree_control); disk ${TALLY_VM_DISK_DEV:-none}=${TALLY_VM_DISK:-}"
 
 # --- Run the payload ------------------------------------------------------------------------

@@ -10,11 +10,13 @@
 #                    reports the overrun itself (status 124) before the host has to kill QEMU
 #   ARGS             passed to /payload/run (kernel parameter tally.args: plain words only)
 #
-# Exit status: the payload's, read from the "TALLY-VM-RESULT: status=N" line. When there is no
-# such line the run failed whatever happened, and run.sh says why:
+# Exit status: the payload's, read from the "TALLY-VM-RESULT: status=N" line (the guest itself
+# reports 124 when the payload overran its limit, 127 when the payload has nothing to run).
+# When there is no such line the run failed whatever happened, and run.sh says why:
 #   124  QEMU did not finish within TIMEOUT_SECONDS (hang) and was killed
 #   125  kernel panic, or QEMU exited without a result line
 #   126  QEMU could not be started (see its message)
+#   130  interrupted (Ctrl-C, SIGTERM): QEMU was stopped
 #
 # Environment (besides those in common.sh):
 #   TALLY_VM_LOG     console log file (default $TALLY_VM_CACHE/console.log, overwritten per run)
@@ -62,6 +64,8 @@ cmdline="console=ttyS0 panic=-1 quiet tally.timeout=$guest_limit"
 [ "${TALLY_VM_SHELL:-0}" = 1 ] && cmdline="$cmdline tally.shell=1"
 [ "${TALLY_VM_DEBUG:-0}" = 1 ] && cmdline="$cmdline tally.debug=1"
 cmdline="$cmdline ${TALLY_VM_APPEND:-}"
+# x86 kernels keep 2048 bytes of command line and cut the rest without a word.
+[ ${#cmdline} -lt 2000 ] || vm_die "the kernel command line would be ${#cmdline} bytes (max ~2000): pass fewer ARGS, or put them in a file in the payload"
 
 # Why each option:
 #   -accel tcg,thread=multi -cpu max   /dev/kvm on these machines is a nested paravirtual KVM
@@ -78,6 +82,7 @@ cmdline="$cmdline ${TALLY_VM_APPEND:-}"
 #   -no-reboot         a reboot (which panic=-1 turns every kernel panic into) ends QEMU
 #   -nic none          no network: nothing needs it, and no NIC means no iPXE ROM to load
 #   -drive ... virtio  the scratch disk, cache=unsafe because its content does not matter
+# shellcheck disable=SC2054  # the commas belong to QEMU's option syntax
 qemu_args=(
     -accel tcg,thread=multi -cpu max
     -m "${TALLY_VM_MEM:-1024}" -smp "${TALLY_VM_CPUS:-2}"
@@ -92,20 +97,34 @@ QEMU_MODULE_DIR=$(echo "$VM_QEMU_ROOT"/usr/lib/*/qemu)
 mkdir -p "$(dirname "$log")"
 vm_log "booting $KERNEL_RELEASE with payload $payload (limit ${limit}s, payload ${guest_limit}s); console log: $log"
 start=$(date +%s.%N)
-set +e
 if [ "${TALLY_VM_SHELL:-0}" = 1 ]; then
     # Interactive: QEMU keeps the terminal (--foreground, else timeout's own process group
-    # would be stopped by SIGTTIN as soon as QEMU reads the terminal).
+    # would be stopped by SIGTTIN as soon as QEMU reads the terminal); Ctrl-C ends QEMU.
+    set +e
     timeout --foreground -k 5 "$limit" "$VM_QEMU_BIN" "${qemu_args[@]}" 2>&1 | tee "$log"
     rcs=("${PIPESTATUS[@]}")
+    set -e
+    qemu_rc=${rcs[0]}
 else
-    # stdin from /dev/null: QEMU must neither read nor put into raw mode a terminal it was
-    # started from (and a background process group touching it would be stopped).
-    timeout -k 5 "$limit" "$VM_QEMU_BIN" "${qemu_args[@]}" </dev/null 2>&1 | tee "$log"
-    rcs=("${PIPESTATUS[@]}")
+    # stdin from /dev/null: QEMU must neither read nor switch to raw mode the terminal it was
+    # started from. In the background, because timeout moves QEMU into a process group of its
+    # own that a Ctrl-C on the terminal does not reach, and bash would run a trap only after a
+    # foreground pipeline ended: waiting here lets the trap end QEMU at once on Ctrl-C or on a
+    # SIGTERM from make or CI, instead of leaving a VM running until the time limit.
+    { rc=0
+      timeout -k 5 "$limit" "$VM_QEMU_BIN" "${qemu_args[@]}" -pidfile "$tmp/qemu.pid" </dev/null 2>&1 || rc=$?
+      echo "$rc" >"$tmp/qemu.rc"; } | tee "$log" &
+    pipeline=$!
+    interrupted=""
+    trap 'interrupted=1; [ -s "$tmp/qemu.pid" ] && kill "$(cat "$tmp/qemu.pid")" 2>/dev/null' INT TERM HUP
+    while kill -0 "$pipeline" 2>/dev/null; do wait "$pipeline" || true; done
+    trap - INT TERM HUP
+    if [ -n "$interrupted" ]; then
+        vm_log "interrupted: QEMU stopped"
+        exit 130
+    fi
+    qemu_rc=$(cat "$tmp/qemu.rc" 2>/dev/null || echo 1)
 fi
-set -e
-qemu_rc=${rcs[0]}
 elapsed=$(echo "$start $(date +%s.%N)" | awk '{ printf "%.1f", $2 - $1 }')
 
 # The serial console ends lines with \r\n; a kernel message may share the line, so match the

@@ -1,0 +1,50 @@
+# The commands a person types. A fresh Debian machine needs only `make demo` and `make test`:
+# both install what they need (hack/install-deps.sh, idempotent).
+#
+# tally is built static (+crt-static, with an explicit --target so proc-macros stay dynamic):
+# no dynamic loader on each call, and the same binary runs on the host and in the test VM.
+
+TARGET      := x86_64-unknown-linux-gnu
+STATIC_ENV  := RUSTFLAGS='-C target-feature=+crt-static' LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu
+TALLY       := target/$(TARGET)/release/tally
+SANDBOX     := hack/cgroup-sandbox.sh
+SKIP_LOG    := target/skipped-tests.txt
+
+.PHONY: all deps build test unit-test integration-test vm-test demo bench lint clean
+
+all: build
+
+deps:
+	@hack/install-deps.sh
+
+build: deps
+	$(STATIC_ENV) cargo build --release --locked --target $(TARGET) -p tally
+
+# Unit tests (no containers), then the container tests on the host inside the cgroup sandbox,
+# then the same tests and the cgroup v2 ones in the VM.
+test: unit-test integration-test vm-test
+	@if [ -s $(SKIP_LOG) ]; then echo "== skipped tests (reason):"; sort -u $(SKIP_LOG); fi
+
+unit-test: deps
+	cargo test --locked --workspace --exclude integration_tests
+
+integration-test: build
+	@mkdir -p target && : > $(SKIP_LOG)
+	cargo test --locked -p integration_tests --no-run
+	TALLY_BIN=$(CURDIR)/$(TALLY) TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) $(SANDBOX) cargo test --locked -p integration_tests
+
+vm-test: build
+	hack/vm-test.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
+
+demo: build
+	hack/demo.sh $(TALLY)
+
+bench: build
+	hack/bench.sh $(TALLY)
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean

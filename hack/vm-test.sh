@@ -1,0 +1,49 @@
+#!/bin/sh
+# vm-test.sh TALLY [SKIP_LOG]: runs every integration test binary inside the cgroup v2 VM
+# (hack/vm/run.sh) against the static TALLY. The test binaries are built static here; the
+# guest has no C library.
+set -eu
+here=$(cd "$(dirname "$0")" && pwd)
+tally=$(realpath "$1")
+skip_log=${2:-}
+target=x86_64-unknown-linux-gnu
+cd "$here/.."
+payload=$(mktemp -d /tmp/tally-vm-payload.XXXXXX)
+trap 'rm -rf "$payload"' EXIT
+
+# cargo prints "Executable tests/x.rs (target/.../deps/x-hash)" for each test binary.
+bins=$(RUSTFLAGS='-C target-feature=+crt-static' cargo test --locked --no-run --target "$target" -p integration_tests 2>&1 |
+       tee /dev/stderr | sed -n 's/.*Executable tests\/\([a-z_0-9]*\)\.rs (\(.*\))$/\1 \2/p')
+[ -n "$bins" ] || { echo "vm-test: no integration test binaries were built" >&2; exit 1; }
+mkdir -p "$payload/tests"
+cp "$tally" "$payload/tally"
+echo "$bins" | while read -r name path; do cp "$path" "$payload/tests/$name"; done
+
+cat > "$payload/run" <<'SCRIPT'
+#!/bin/sh
+# In the guest: every test binary against /payload/tally; a summary; failure if any failed.
+export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped
+failed=""
+for t in /payload/tests/*; do
+  name=$(basename "$t")
+  echo "== vm: $name"
+  "$t" --test-threads=2 || failed="$failed $name"
+done
+if [ -s /tmp/skipped ]; then
+  echo "== vm: skipped tests (reason):"
+  sed 's/^/TALLY-VM-SKIP: /' /tmp/skipped
+fi
+if [ -n "$failed" ]; then echo "== vm: FAILED:$failed"; exit 1; fi
+echo "== vm: all test binaries passed"
+SCRIPT
+chmod +x "$payload/run"
+log=$(mktemp /tmp/tally-vm-log.XXXXXX)
+set +e
+TALLY_VM_LOG=$log hack/vm/run.sh "$payload" "${TALLY_VM_LIMIT:-900}"
+status=$?
+set -e
+if [ -n "$skip_log" ]; then
+  sed -n 's/^TALLY-VM-SKIP: \(.*\)\r\{0,1\}$/vm: \1/p' "$log" >> "$skip_log"
+fi
+rm -f "$log"
+exit $status
