@@ -73,7 +73,8 @@ pub struct Bundle {
 
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "id", "hostname", "sleep", "ps", "mount", "true", "false", "touch", "mkdir", "stat",
-    "grep", "env", "pwd", "readlink", "tty", "wc", "head", "test", "umask", "dd", "ln", "rm", "sysctl", "kill", "nproc",
+    "grep", "env", "pwd", "readlink", "tty", "wc", "head", "test", "umask", "dd", "ln", "rm", "sysctl", "kill",
+    "nproc",
 ];
 
 impl Bundle {
@@ -87,7 +88,11 @@ impl Bundle {
         for a in APPLETS {
             symlink("busybox", rootfs.join("bin").join(a)).unwrap();
         }
-        fs::write(rootfs.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n").unwrap();
+        fs::write(
+            rootfs.join("etc/passwd"),
+            "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+        )
+        .unwrap();
         fs::write(rootfs.join("etc/group"), "root:x:0:\n").unwrap();
         let out = Command::new(tally_bin()).args(["spec", "--bundle"]).arg(&dir).output().expect("run tally spec");
         assert!(out.status.success(), "tally spec: {}", String::from_utf8_lossy(&out.stderr));
@@ -197,7 +202,8 @@ impl Tally {
         let base = std::env::temp_dir().join(unique("tally-it-out"));
         let out = fs::File::create(base.with_extension("out")).unwrap();
         let err = fs::File::create(base.with_extension("err")).unwrap();
-        let status = self.command().args(args).stdin(Stdio::null()).stdout(out).stderr(err).status().expect("spawn tally");
+        let status =
+            self.command().args(args).stdin(Stdio::null()).stdout(out).stderr(err).status().expect("spawn tally");
         let ran = Ran {
             code: status.code().unwrap_or(-1),
             stdout: fs::read_to_string(base.with_extension("out")).unwrap_or_default(),
@@ -252,7 +258,12 @@ impl Drop for Tally {
         if let Ok(entries) = fs::read_dir(&self.root) {
             for e in entries.flatten() {
                 let id = e.file_name().to_string_lossy().into_owned();
-                let _ = self.command().args(["delete", "--force", &id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+                let _ = self
+                    .command()
+                    .args(["delete", "--force", &id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
             }
         }
         let _ = fs::remove_dir(&self.root);

@@ -205,7 +205,8 @@ fn pid_file_holds_the_init_pid() {
     let mut b = Bundle::busybox("pidfile");
     b.sh("sleep 1000");
     let pidfile = b.dir.join("init.pid");
-    t.run_to_files(&["create", "--bundle", b.dir.to_str().unwrap(), "--pid-file", pidfile.to_str().unwrap(), "p1"]).ok();
+    t.run_to_files(&["create", "--bundle", b.dir.to_str().unwrap(), "--pid-file", pidfile.to_str().unwrap(), "p1"])
+        .ok();
     let pid: i64 = std::fs::read_to_string(&pidfile).unwrap().parse().unwrap();
     assert_eq!(t.state("p1")["pid"].as_i64().unwrap(), pid);
     t.run(&["delete", "p1"]).ok();

@@ -34,18 +34,14 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Self, BundleError> {
         let dir = fs::canonicalize(dir).map_err(|source| BundleError::Dir { path: dir.into(), source })?;
         let config_path = dir.join("config.json");
-        let data = fs::read(&config_path)
-            .map_err(|source| BundleError::ReadConfig { path: config_path.clone(), source })?;
+        let data =
+            fs::read(&config_path).map_err(|source| BundleError::ReadConfig { path: config_path.clone(), source })?;
         let spec = parse_spec(&data).map_err(|(field, message)| BundleError::Parse {
             path: config_path.clone(),
             field,
             message,
         })?;
-        let invalid = |field, message: String| BundleError::Invalid {
-            path: config_path.clone(),
-            field,
-            message,
-        };
+        let invalid = |field, message: String| BundleError::Invalid { path: config_path.clone(), field, message };
         validate(&spec).map_err(|(field, msg)| invalid(field, msg))?;
         let rootfs = resolve_rootfs(&dir, &spec).map_err(|(field, msg)| invalid(field, msg))?;
         Ok(Self { dir, rootfs, spec })
@@ -97,11 +93,8 @@ pub fn validate(spec: &Spec) -> Check {
     }
     let has_mappings = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
-    let new_userns = linux
-        .namespaces()
-        .iter()
-        .flatten()
-        .any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
+    let new_userns =
+        linux.namespaces().iter().flatten().any(|ns| ns.typ() == LinuxNamespaceType::User && ns.path().is_none());
     if has_mappings && !new_userns {
         return Err(("linux.uidMappings", "mappings need a new user namespace".into()));
     }
@@ -115,10 +108,7 @@ pub fn validate(spec: &Spec) -> Check {
 }
 
 fn has_new(spec: &Spec, typ: LinuxNamespaceType) -> bool {
-    spec.linux()
-        .as_ref()
-        .and_then(|l| l.namespaces().as_ref())
-        .is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ))
+    spec.linux().as_ref().and_then(|l| l.namespaces().as_ref()).is_some_and(|nss| nss.iter().any(|ns| ns.typ() == typ))
 }
 
 /// Accepts any 1.x version: the 1.x line only adds optional fields.
@@ -161,7 +151,7 @@ mod tests {
         serde_json::json!({
             "ociVersion": "1.0.2",
             "root": {"path": "rootfs"},
-            "process": {"args": ["/bin/true"], "cwd": "/"},
+            "process": {"args": ["/bin/true"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
             "linux": {"namespaces": [{"type": "mount"}]}
         })
     }
@@ -191,14 +181,24 @@ mod tests {
 
     #[test]
     fn each_invalid_value_names_its_field() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut serde_json::Value)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("ociVersion", Box::new(|v| v["ociVersion"] = "2.0.0".into())),
             ("process.args", Box::new(|v| v["process"]["args"] = serde_json::json!([]))),
             ("process.cwd", Box::new(|v| v["process"]["cwd"] = "rel".into())),
-            ("mounts.destination", Box::new(|v| v["mounts"] = serde_json::json!([{"destination": "proc", "type": "proc"}]))),
+            (
+                "mounts.destination",
+                Box::new(|v| v["mounts"] = serde_json::json!([{"destination": "proc", "type": "proc"}])),
+            ),
             ("linux.namespaces", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]))),
-            ("linux.namespaces", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "mount"}]))),
-            ("linux.uidMappings", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "user"}]))),
+            (
+                "linux.namespaces",
+                Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "mount"}])),
+            ),
+            (
+                "linux.uidMappings",
+                Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "user"}])),
+            ),
             ("hostname", Box::new(|v| v["hostname"] = "h".into())),
         ];
         for (field, mutate) in cases {

@@ -4,8 +4,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager};
+use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt};
 use nix::unistd::Pid;
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -19,6 +20,20 @@ pub enum CgroupError {
     #[error("linux.cgroupsPath {0:?}: must be an absolute path without \"..\" for the cgroupfs driver")]
     BadPath(PathBuf),
 }
+
+/// Devices every container may use (minor -1: all minors): null, zero, full, random, urandom,
+/// tty, console, ptmx and the pty slaves.
+const DEFAULT_ALLOWED: &[(LinuxDeviceType, i64, i64)] = &[
+    (LinuxDeviceType::C, 1, 3),
+    (LinuxDeviceType::C, 1, 5),
+    (LinuxDeviceType::C, 1, 7),
+    (LinuxDeviceType::C, 1, 8),
+    (LinuxDeviceType::C, 1, 9),
+    (LinuxDeviceType::C, 5, 0),
+    (LinuxDeviceType::C, 5, 1),
+    (LinuxDeviceType::C, 5, 2),
+    (LinuxDeviceType::C, 136, -1),
+];
 
 /// The prefix of the default cgroup path, `/tally/<id>`.
 pub const DEFAULT_PARENT: &str = "tally";
@@ -73,6 +88,34 @@ impl Cgroup {
             .add_task(Pid::from_raw(pid))
             .or_else(|_| self.manager.add_task(Pid::from_raw(pid)))
             .map_err(|e| self.err(e))
+    }
+
+    /// Applies `linux.resources`, with the device rules every container needs appended: the
+    /// spec's default devices and those in `linux.devices` stay usable under a deny-all list
+    /// (runc's behaviour; configs such as `tally spec`'s carry only the deny-all rule).
+    pub fn apply(
+        &self,
+        resources: &LinuxResources,
+        extra_devices: &[(LinuxDeviceType, i64, i64)],
+    ) -> Result<(), CgroupError> {
+        let mut res = resources.clone();
+        let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
+        if !rules.is_empty() {
+            let defaults = DEFAULT_ALLOWED.iter().map(|&(t, ma, mi)| (t, ma, mi));
+            for (typ, major, minor) in defaults.chain(extra_devices.iter().copied()) {
+                let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(typ).major(major).access("rwm");
+                if minor >= 0 {
+                    b = b.minor(minor);
+                }
+                rules.push(b.build().expect("device rule builds"));
+            }
+            res.set_devices(Some(rules));
+        }
+        let opt =
+            ControllerOpt { resources: &res, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
+        self.manager
+            .apply(&opt)
+            .map_err(|e| CgroupError::Manager { path: self.path.clone(), message: format!("linux.resources: {e}") })
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {

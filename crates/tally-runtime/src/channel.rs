@@ -47,9 +47,8 @@ impl Channel {
     pub fn pair(timeout: Duration) -> io::Result<(Channel, Channel)> {
         let mut fds = [0; 2];
         // SAFETY: socketpair writes two fds into the array we pass, which has room for two.
-        let rc = unsafe {
-            libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr())
-        };
+        let rc =
+            unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC, 0, fds.as_mut_ptr()) };
         if rc != 0 {
             return Err(io::Error::last_os_error());
         }

@@ -53,20 +53,23 @@ pub fn allocate(root: &Root, socket: &OwnedFd, uid: u32, gid: u32) -> Result<Own
     }
     // TIOCGPTPEER opens the slave from the master, without a path lookup in /dev/pts.
     // SAFETY: the ioctl takes open flags by value and returns a new fd or -1.
-    let slave = unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    let slave =
+        unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
     if slave < 0 {
         return Err(io_err("open pty slave")(io::Error::last_os_error()));
     }
     // SAFETY: the kernel just returned this fd and nothing else owns it.
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
-    nix::unistd::fchown(slave.as_raw_fd(), Some(uid.into()), Some(gid.into())).map_err(|e| io_err("chown pty slave")(e.into()))?;
+    nix::unistd::fchown(slave.as_raw_fd(), Some(uid.into()), Some(gid.into()))
+        .map_err(|e| io_err("chown pty slave")(e.into()))?;
 
     let console = root.ensure(Path::new("/dev/console"), Kind::File).map_err(io_err("create /dev/console"))?;
     mount(Some(&fd_path(&slave)), &fd_path(&console), None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| io_err("bind pty onto /dev/console")(e.into()))?;
 
     let name = format!("/dev/pts/{num}");
-    send_fd(socket.as_raw_fd(), master.as_raw_fd(), name.as_bytes()).map_err(io_err("send pty master to --console-socket"))?;
+    send_fd(socket.as_raw_fd(), master.as_raw_fd(), name.as_bytes())
+        .map_err(io_err("send pty master to --console-socket"))?;
     Ok(slave)
 }
 

@@ -26,9 +26,7 @@ pub fn validate(id: &str) -> Result<(), IdError> {
     if id == "." || id == ".." {
         return Err(IdError::Dots(id.to_string()));
     }
-    let ok = id
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
+    let ok = id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
     if !ok {
         return Err(IdError::BadChar(id.to_string()));
     }

@@ -77,7 +77,9 @@ fn is_executable(p: &Path) -> Result<(), String> {
 pub fn find_executable(name: &str, path_var: &str) -> Result<PathBuf, ProcessError> {
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return is_executable(&p).map(|()| p.clone()).map_err(|message| ProcessError::NotExecutable { path: p, message });
+        return is_executable(&p)
+            .map(|()| p.clone())
+            .map_err(|message| ProcessError::NotExecutable { path: p, message });
     }
     path_var
         .split(':')

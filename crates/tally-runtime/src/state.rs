@@ -175,9 +175,7 @@ impl ContainerDir {
     fn lock_dir(id: &str, path: PathBuf, lock: Lock) -> Result<Self, StateError> {
         let file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Err(StateError::NotFound(id.to_string()))
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(StateError::NotFound(id.to_string())),
             Err(source) => return Err(StateError::Io { id: id.into(), path, source }),
         };
         let op = match lock {
@@ -233,9 +231,11 @@ impl ContainerDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StateError::Io { id: self.id.clone(), path, source }),
         };
-        serde_json::from_slice(&data)
-            .map(Some)
-            .map_err(|source| StateError::Corrupt { id: self.id.clone(), path, source })
+        serde_json::from_slice(&data).map(Some).map_err(|source| StateError::Corrupt {
+            id: self.id.clone(),
+            path,
+            source,
+        })
     }
 
     /// The status, derived from the init process and the fifo rather than stored, so it can
@@ -318,10 +318,7 @@ mod tests {
         assert_eq!(root.ids().unwrap(), vec!["c1".to_string()]);
         assert!(matches!(ContainerDir::create(&root, "c1"), Err(StateError::AlreadyExists(_))));
         dir.remove().unwrap();
-        assert!(matches!(
-            ContainerDir::open(&root, "c1", Lock::Shared),
-            Err(StateError::NotFound(_))
-        ));
+        assert!(matches!(ContainerDir::open(&root, "c1", Lock::Shared), Err(StateError::NotFound(_))));
         fs::remove_dir_all(root.path()).unwrap();
     }
 

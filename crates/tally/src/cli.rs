@@ -124,7 +124,26 @@ pub enum ListFormat {
 /// go-runc spells some long flags with one dash (`-no-subreaper`); clap would read those as
 /// bundles of short flags.
 pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    const LONG: &[&str] = &["no-subreaper", "no-pivot", "no-new-keyring", "console-socket", "pid-file", "preserve-fds", "detach", "bundle", "force", "all", "format", "root", "log", "log-format", "debug", "systemd-cgroup", "rootless", "keep"];
+    const LONG: &[&str] = &[
+        "no-subreaper",
+        "no-pivot",
+        "no-new-keyring",
+        "console-socket",
+        "pid-file",
+        "preserve-fds",
+        "detach",
+        "bundle",
+        "force",
+        "all",
+        "format",
+        "root",
+        "log",
+        "log-format",
+        "debug",
+        "systemd-cgroup",
+        "rootless",
+        "keep",
+    ];
     args.map(|a| {
         let name = a.strip_prefix('-').filter(|r| !r.starts_with('-')).map(|r| r.split('=').next().unwrap_or(r));
         match name {
@@ -149,7 +168,20 @@ mod tests {
 
     #[test]
     fn global_flags_before_the_command() {
-        let cli = Cli::try_parse_from(["tally", "--root", "/r", "--log", "/l.json", "--log-format", "json", "kill", "--all", "c", "KILL"]).unwrap();
+        let cli = Cli::try_parse_from([
+            "tally",
+            "--root",
+            "/r",
+            "--log",
+            "/l.json",
+            "--log-format",
+            "json",
+            "kill",
+            "--all",
+            "c",
+            "KILL",
+        ])
+        .unwrap();
         assert_eq!(cli.root, PathBuf::from("/r"));
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(matches!(cli.command, Some(Command::Kill { all: true, ref signal, .. }) if signal == "KILL"));

@@ -69,7 +69,12 @@ impl<S: Subscriber> Layer<S> for Sink {
                     serde_json::json!({"level": level_name(level), "msg": msg.0, "time": tally_runtime::timefmt::rfc3339_seconds(now)})
                 )
             } else {
-                format!("time=\"{}\" level={} msg={:?}\n", tally_runtime::timefmt::rfc3339_seconds(now), level_name(level), msg.0)
+                format!(
+                    "time=\"{}\" level={} msg={:?}\n",
+                    tally_runtime::timefmt::rfc3339_seconds(now),
+                    level_name(level),
+                    msg.0
+                )
             };
             if let Ok(mut f) = file.lock() {
                 let _ = f.write_all(line.as_bytes());

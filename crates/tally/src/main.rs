@@ -61,14 +61,20 @@ fn dispatch(cli: Cli) -> Result<u8> {
             if path.exists() {
                 anyhow::bail!("{}: file already exists", path.display());
             }
-            std::fs::write(&path, tally_runtime::default_spec::render(rootless)).with_context(|| format!("write {}", path.display()))?;
+            std::fs::write(&path, tally_runtime::default_spec::render(rootless))
+                .with_context(|| format!("write {}", path.display()))?;
         }
         Command::Create(a) => {
             lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup))?;
         }
         Command::Start { id } => lifecycle::start(&root, &id)?,
         Command::Run { create, detach, keep, no_subreaper: _ } => {
-            let code = lifecycle::run(&root, &create.id, &create_options(&create, cli.systemd_cgroup), &RunOptions { detach, keep })?;
+            let code = lifecycle::run(
+                &root,
+                &create.id,
+                &create_options(&create, cli.systemd_cgroup),
+                &RunOptions { detach, keep },
+            )?;
             return Ok(code.clamp(0, 255) as u8);
         }
         Command::State { id } => println!("{}", lifecycle::state(&root, &id)?),
@@ -94,7 +100,16 @@ fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {
     } else {
         let rows: Vec<[String; 6]> = entries
             .iter()
-            .map(|e| [e.id.clone(), e.pid.to_string(), e.status.to_string(), e.bundle.display().to_string(), e.created.clone(), e.owner.clone()])
+            .map(|e| {
+                [
+                    e.id.clone(),
+                    e.pid.to_string(),
+                    e.status.to_string(),
+                    e.bundle.display().to_string(),
+                    e.created.clone(),
+                    e.owner.clone(),
+                ]
+            })
             .collect();
         let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from);
         let mut widths = header.clone().map(|h| h.len());

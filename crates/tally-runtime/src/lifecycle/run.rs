@@ -6,8 +6,19 @@ use crate::state::StateRoot;
 
 /// Signals a foreground `run` passes on to the container (SIGCHLD is its own business).
 const FORWARDED: &[i32] = &[
-    libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGUSR1, libc::SIGUSR2,
-    libc::SIGPIPE, libc::SIGALRM, libc::SIGCONT, libc::SIGWINCH, libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU,
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGPIPE,
+    libc::SIGALRM,
+    libc::SIGCONT,
+    libc::SIGWINCH,
+    libc::SIGTSTP,
+    libc::SIGTTIN,
+    libc::SIGTTOU,
 ];
 
 pub struct RunOptions {
@@ -80,7 +91,11 @@ fn reap(init: i32) -> Option<i32> {
             return None;
         }
         if pid == init {
-            return Some(if libc::WIFSIGNALED(status) { 128 + libc::WTERMSIG(status) } else { libc::WEXITSTATUS(status) });
+            return Some(if libc::WIFSIGNALED(status) {
+                128 + libc::WTERMSIG(status)
+            } else {
+                libc::WEXITSTATUS(status)
+            });
         }
     }
 }

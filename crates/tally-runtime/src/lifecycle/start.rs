@@ -15,18 +15,19 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
         Status::Created => {}
         Status::Creating => return Err(LifecycleError::Creating(id.into())),
         status => {
-            return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "cannot start a container that is not created" })
+            return Err(LifecycleError::WrongStatus {
+                id: id.into(),
+                status,
+                message: "cannot start a container that is not created",
+            })
         }
     }
     let fifo = dir.fifo_path();
     let err = |source| LifecycleError::Start { id: id.into(), source };
     // Non-blocking: with no reader (the process died since the status check) this fails with
     // ENXIO instead of hanging.
-    let mut f = OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(&fifo)
-        .map_err(|e| {
+    let mut f =
+        OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(&fifo).map_err(|e| {
             if e.raw_os_error() == Some(libc::ENXIO) {
                 err(io::Error::other("the container process is not running"))
             } else {

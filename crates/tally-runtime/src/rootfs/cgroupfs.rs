@@ -21,8 +21,14 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
     let own = ctx.own_cgroups;
     if hierarchies.len() == 1 && hierarchies[0].fstype == "cgroup2" {
         let res = if ctx.new_cgroupns {
-            mount(Some("cgroup2"), &fd_path(target), Some("cgroup2"), flags | (opts.flags & MsFlags::MS_RDONLY), None::<&str>)
-                .map_err(io::Error::from)
+            mount(
+                Some("cgroup2"),
+                &fd_path(target),
+                Some("cgroup2"),
+                flags | (opts.flags & MsFlags::MS_RDONLY),
+                None::<&str>,
+            )
+            .map_err(io::Error::from)
         } else {
             Err(io::Error::from_raw_os_error(libc::EPERM))
         };
@@ -58,8 +64,14 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
     }
     if opts.flags.contains(MsFlags::MS_RDONLY) {
         remount_bind(&tmpfs.open_path(Path::new("."))?, MsFlags::MS_RDONLY | flags).or_else(|_| {
-            mount(None::<&str>, &fd_path(target), None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags, Some("mode=755"))
-                .map_err(io::Error::from)
+            mount(
+                None::<&str>,
+                &fd_path(target),
+                None::<&str>,
+                MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags,
+                Some("mode=755"),
+            )
+            .map_err(io::Error::from)
         })?;
     }
     Ok(())
@@ -79,7 +91,22 @@ struct Hierarchy {
 /// cgroup filesystems under /sys/fs/cgroup as this process's mount table shows them.
 fn host_hierarchies() -> Vec<Hierarchy> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let known = ["cpu", "cpuacct", "cpuset", "memory", "devices", "freezer", "net_cls", "blkio", "perf_event", "net_prio", "hugetlb", "pids", "rdma", "misc"];
+    let known = [
+        "cpu",
+        "cpuacct",
+        "cpuset",
+        "memory",
+        "devices",
+        "freezer",
+        "net_cls",
+        "blkio",
+        "perf_event",
+        "net_prio",
+        "hugetlb",
+        "pids",
+        "rdma",
+        "misc",
+    ];
     info.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
@@ -93,10 +120,8 @@ fn host_hierarchies() -> Vec<Hierarchy> {
             if !mountpoint.starts_with("/sys/fs/cgroup") {
                 return None;
             }
-            let mut keys: Vec<&str> = super_opts
-                .split(',')
-                .filter(|o| known.contains(o) || o.starts_with("name="))
-                .collect();
+            let mut keys: Vec<&str> =
+                super_opts.split(',').filter(|o| known.contains(o) || o.starts_with("name=")).collect();
             keys.sort();
             Some(Hierarchy { mountpoint, fstype: fstype.to_string(), options_key: keys.join(",") })
         })

@@ -80,7 +80,8 @@ pub fn create(root: &Root, node: &Node, in_userns: bool) -> Result<(), DeviceErr
     let parent = node.path.parent().unwrap_or(Path::new("/"));
     let dir = root.ensure(parent, Kind::Dir).map_err(|e| io_err("create parent", e))?;
     let name = node.path.file_name().ok_or_else(|| io_err("name", io::ErrorKind::InvalidInput.into()))?;
-    let cname = CString::new(name.as_encoded_bytes()).map_err(|_| io_err("name", io::ErrorKind::InvalidInput.into()))?;
+    let cname =
+        CString::new(name.as_encoded_bytes()).map_err(|_| io_err("name", io::ErrorKind::InvalidInput.into()))?;
     let dev = libc::makedev(node.major as u32, node.minor as u32);
     // SAFETY: cname is a valid C string and dir an open directory fd. Any existing entry
     // (e.g. a file the image shipped) is removed first, without following symlinks.

@@ -81,11 +81,16 @@ pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
         Some(p) if p.contains("private") => MsFlags::MS_PRIVATE,
         _ => MsFlags::MS_SLAVE,
     };
-    mount(None::<&str>, "/", None::<&str>, base | MsFlags::MS_REC, None::<&str>).map_err(io_err(Path::new("/"), "make mounts slave"))?;
+    mount(None::<&str>, "/", None::<&str>, base | MsFlags::MS_REC, None::<&str>)
+        .map_err(io_err(Path::new("/"), "make mounts slave"))?;
     // pivot_root needs the new root to be a mount point.
     mount(Some(s.rootfs), s.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(io_err(s.rootfs, "bind onto itself"))?;
-    let root = Root::open(s.rootfs).map_err(|e| RootfsError::Io { path: s.rootfs.display().to_string(), op: "open", source: e })?;
+    let root = Root::open(s.rootfs).map_err(|e| RootfsError::Io {
+        path: s.rootfs.display().to_string(),
+        op: "open",
+        source: e,
+    })?;
 
     let ctx = mounts::Context {
         root: &root,
@@ -100,8 +105,12 @@ pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
     }
 
     let linux = s.spec.linux().as_ref();
-    let configured: Vec<devices::Node> =
-        linux.and_then(|l| l.devices().as_ref()).into_iter().flatten().map(devices::from_spec).collect::<Result<_, _>>()?;
+    let configured: Vec<devices::Node> = linux
+        .and_then(|l| l.devices().as_ref())
+        .into_iter()
+        .flatten()
+        .map(devices::from_spec)
+        .collect::<Result<_, _>>()?;
     for node in devices::defaults().iter().filter(|d| !configured.iter().any(|c| c.path == d.path)) {
         devices::create(&root, node, s.in_userns)?;
     }
@@ -133,11 +142,15 @@ pub fn enter(root: &Root, rootfs: &Path, no_pivot: bool) -> Result<(), RootfsErr
 pub fn finalize(spec: &Spec) -> Result<(), RootfsError> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()) {
         let flags = propagation(p).ok_or_else(|| RootfsError::BadPropagation(p.clone()))?;
-        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>).map_err(io_err(Path::new("/"), "set rootfsPropagation"))?;
+        mount(None::<&str>, "/", None::<&str>, flags, None::<&str>)
+            .map_err(io_err(Path::new("/"), "set rootfsPropagation"))?;
     }
     if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
-        mounts::remount_bind_at(Path::new("/"), MsFlags::MS_RDONLY)
-            .map_err(|e| RootfsError::Io { path: "/".into(), op: "remount read-only", source: e })?;
+        mounts::remount_bind_at(Path::new("/"), MsFlags::MS_RDONLY).map_err(|e| RootfsError::Io {
+            path: "/".into(),
+            op: "remount read-only",
+            source: e,
+        })?;
     }
     Ok(())
 }

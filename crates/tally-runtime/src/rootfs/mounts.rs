@@ -36,18 +36,14 @@ pub struct Context<'a> {
 pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError> {
     let dest = m.destination();
     let invalid = |message: String| MountError::Invalid { index, destination: dest.clone(), message };
-    let io_err = |op: &str, source: io::Error| MountError::Io {
-        index,
-        destination: dest.clone(),
-        op: op.to_string(),
-        source,
-    };
+    let io_err =
+        |op: &str, source: io::Error| MountError::Io { index, destination: dest.clone(), op: op.to_string(), source };
     let opts = options::parse(m.options().as_deref().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
     let typ = m.typ().as_deref().unwrap_or("");
     let is_bind = opts.is_bind() || typ == "bind";
 
     let target = if is_bind {
-        let source = bind_source(ctx.bundle, m).map_err(|e| invalid(e))?;
+        let source = bind_source(ctx.bundle, m).map_err(&invalid)?;
         let kind = if fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true) { Kind::Dir } else { Kind::File };
         let target = ctx.root.ensure(dest, kind).map_err(|e| io_err("create destination", e))?;
         let rec = opts.flags & MsFlags::MS_REC;

@@ -25,7 +25,9 @@ pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
         Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
         Err(e) => return Err(err(e)),
     };
-    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&target)).map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR).map_err(|e| err(e.into()))?;
+    let is_dir = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&target))
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(|e| err(e.into()))?;
     let res = if is_dir {
         mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0,mode=755"))
     } else {

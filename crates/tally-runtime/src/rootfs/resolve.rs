@@ -5,7 +5,7 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -71,32 +71,78 @@ impl Root {
 
     /// Makes sure `path` exists inside the root, creating missing directories (mode 0755) and,
     /// for `Kind::File`, an empty file, and returns an O_PATH fd on it.
+    ///
+    /// The missing part is walked one component at a time, as the kernel would inside the
+    /// root. A symlink on the way is followed by hand: its target is spliced into the rest of
+    /// the path, so a link that dangles inside the rootfs (an image's `/var/run -> /run`
+    /// without `/run`, or an absolute link to a host path) gets its directories made where it
+    /// points inside the rootfs, as runc does, instead of failing. Every directory is created
+    /// through an fd opened with RESOLVE_IN_ROOT, so nothing can be made outside the root.
     pub fn ensure(&self, path: &Path, kind: Kind) -> io::Result<OwnedFd> {
         match self.open_path(path) {
             Ok(fd) => return Ok(fd),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
             Err(e) => return Err(e),
         }
-        let rel = relative(path);
-        let mut current = self.open_path(Path::new("."))?;
-        let comps: Vec<_> = rel.components().collect();
-        for (i, comp) in comps.iter().enumerate() {
-            let Component::Normal(name) = comp else {
-                return Err(io::Error::new(io::ErrorKind::InvalidInput, "path contains \"..\" or \".\""));
-            };
-            let sub: PathBuf = comps[..=i].iter().collect();
-            current = match self.open_path(&sub) {
-                Ok(fd) => fd,
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
-                    let last = i + 1 == comps.len();
-                    create_at(current.as_fd().as_raw_fd(), name.as_bytes(), last && kind == Kind::File)?;
-                    self.open_path(&sub)?
+        // Components still to walk, the next one last; `real` is the walked part, free of
+        // symlinks and relative to the root.
+        let mut todo = steps(&relative(path));
+        let mut real = PathBuf::new();
+        let mut links = 0;
+        while let Some(step) = todo.pop() {
+            let name = match step {
+                Step::Root => {
+                    real.clear();
+                    continue;
                 }
-                Err(e) => return Err(e),
+                Step::Up => {
+                    real.pop();
+                    continue;
+                }
+                Step::Name(name) => name,
             };
+            let parent = self.open_path(&real)?;
+            match nix::fcntl::readlinkat(Some(parent.as_raw_fd()), name.as_os_str()) {
+                Ok(target) => {
+                    // MAXSYMLINKS, as the kernel counts them.
+                    links += 1;
+                    if links > 40 {
+                        return Err(io::Error::from_raw_os_error(libc::ELOOP));
+                    }
+                    todo.extend(steps(Path::new(&target)));
+                    continue;
+                }
+                // Not a symlink: an existing file or directory.
+                Err(nix::errno::Errno::EINVAL) => {}
+                Err(nix::errno::Errno::ENOENT) => {
+                    create_at(parent.as_raw_fd(), name.as_bytes(), todo.is_empty() && kind == Kind::File)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            real.push(name);
         }
-        Ok(current)
+        self.open_path(&real)
     }
+}
+
+/// One component of a path being walked by `Root::ensure`.
+enum Step {
+    Root,
+    Up,
+    Name(std::ffi::OsString),
+}
+
+/// The components of `path` in reverse order, so that `pop` yields the first.
+fn steps(path: &Path) -> Vec<Step> {
+    path.components()
+        .rev()
+        .filter_map(|c| match c {
+            Component::RootDir => Some(Step::Root),
+            Component::ParentDir => Some(Step::Up),
+            Component::Normal(n) => Some(Step::Name(n.to_owned())),
+            Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
 }
 
 /// Creates `name` in the directory `dirfd` without following a symlink there: a dangling
@@ -106,7 +152,12 @@ fn create_at(dirfd: RawFd, name: &[u8], file: bool) -> io::Result<()> {
     // SAFETY: c is a valid C string and dirfd an open directory fd; neither call keeps them.
     let rc = unsafe {
         if file {
-            let fd = libc::openat(dirfd, c.as_ptr(), libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_WRONLY, 0o644);
+            let fd = libc::openat(
+                dirfd,
+                c.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_WRONLY,
+                0o644,
+            );
             if fd >= 0 {
                 libc::close(fd);
                 0
@@ -155,6 +206,16 @@ mod tests {
         assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing created outside the root");
         assert!(root_dir.join(outside.strip_prefix("/").unwrap()).join("x").is_dir());
         assert!(root_dir.join("outside/y").is_file());
+
+        // Links inside links, with ".." after a link: resolved as the kernel would.
+        fs::create_dir_all(root_dir.join("real/a")).unwrap();
+        symlink("/real/a", root_dir.join("to-a")).unwrap();
+        symlink("../b/c", root_dir.join("real/a/up")).unwrap();
+        root.ensure(Path::new("/to-a/up/d"), Kind::Dir).unwrap();
+        assert!(root_dir.join("real/b/c/d").is_dir());
+        symlink("loop", root_dir.join("loop")).unwrap();
+        assert_eq!(root.ensure(Path::new("/loop/x"), Kind::Dir).unwrap_err().raw_os_error(), Some(libc::ELOOP));
+        assert!(fs::read_dir(&outside).unwrap().next().is_none(), "nothing created outside the root");
         fs::remove_dir_all(&base).unwrap();
     }
 }

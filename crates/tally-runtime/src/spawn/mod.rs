@@ -139,6 +139,10 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
     let mut init_pid = child;
     let result = (|| -> Result<(), SpawnError> {
         req.cgroup.add_task(child)?;
+        if let Some(resources) = linux.resources() {
+            let devices: Vec<_> = linux.devices().iter().flatten().map(|d| (d.typ(), d.major(), d.minor())).collect();
+            req.cgroup.apply(resources, &devices)?;
+        }
         loop {
             match ours.recv() {
                 Ok(Message::UserNamespaceReady) => {
@@ -198,9 +202,16 @@ fn make_fifo(path: &Path) -> Result<File, SpawnError> {
     OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path).map_err(err)
 }
 
-fn write_id_maps(pid: i32, uids: &Option<Vec<LinuxIdMapping>>, gids: &Option<Vec<LinuxIdMapping>>) -> Result<(), SpawnError> {
+fn write_id_maps(
+    pid: i32,
+    uids: &Option<Vec<LinuxIdMapping>>,
+    gids: &Option<Vec<LinuxIdMapping>>,
+) -> Result<(), SpawnError> {
     let render = |maps: &Option<Vec<LinuxIdMapping>>| {
-        maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect::<String>()
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
     };
     for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
         fs::write(format!("/proc/{pid}/{file}"), render(maps)).map_err(|source| SpawnError::IdMap { file, source })?;
@@ -219,4 +230,3 @@ fn write_time_offsets(linux: &oci_spec::runtime::Linux) -> io::Result<()> {
     }
     fs::write("/proc/self/timens_offsets", text)
 }
-

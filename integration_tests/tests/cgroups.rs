@@ -1,0 +1,140 @@
+//! Cgroup placement: the init joins `linux.cgroupsPath` (default `/tally/<id>`) from `create`
+//! on, the container sees that cgroup as its own, and `delete` removes it (and the default
+//! parent once no container uses it).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use integration_tests::{cgroup_dirs_named, cgroup_host, unique, Bundle, CgroupHost, Tally};
+use serde_json::json;
+
+/// The directory of cgroup `path` (e.g. `/tally/<id>`) in the hierarchy the tests check: the
+/// pids controller on v1 (always mounted in the sandbox), the unified tree on v2.
+fn cgroup_dir(path: &str) -> PathBuf {
+    let base = match cgroup_host() {
+        CgroupHost::V1 => Path::new("/sys/fs/cgroup/pids"),
+        CgroupHost::V2 => Path::new("/sys/fs/cgroup"),
+    };
+    base.join(path.trim_start_matches('/'))
+}
+
+fn procs(dir: &Path) -> Vec<i64> {
+    fs::read_to_string(dir.join("cgroup.procs"))
+        .unwrap_or_else(|e| panic!("{}/cgroup.procs: {e}", dir.display()))
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect()
+}
+
+#[test]
+fn the_init_is_in_the_default_cgroup_from_create_until_delete() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cg-default");
+    b.sh("exec sleep 1000");
+    t.create("cg-default", &b).ok();
+    let pid = t.state("cg-default")["pid"].as_i64().unwrap();
+    let dir = cgroup_dir("/tally/cg-default");
+    assert_eq!(procs(&dir), [pid], "a created container's init is already placed");
+    t.run(&["start", "cg-default"]).ok();
+    assert_eq!(procs(&dir), [pid]);
+    // Every hierarchy tally manages has the container's cgroup.
+    let dirs = cgroup_dirs_named("cg-default");
+    assert!(dirs.contains(&dir), "{dirs:?}");
+    if cgroup_host() == CgroupHost::V1 {
+        for d in dirs.iter().filter(|d| !d.starts_with("/sys/fs/cgroup/unified")) {
+            assert_eq!(procs(d), [pid], "{}", d.display());
+        }
+    }
+    t.run(&["kill", "cg-default", "KILL"]).ok();
+    t.wait_status("cg-default", "stopped");
+    assert!(dir.exists(), "a stopped container keeps its cgroup until delete");
+    t.run(&["delete", "cg-default"]).ok();
+    assert!(!dir.exists());
+    t.assert_clean("cg-default", &b);
+}
+
+#[test]
+fn the_container_sees_its_own_cgroup_at_sys_fs_cgroup() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cg-inside");
+    let file = match cgroup_host() {
+        CgroupHost::V1 => "/sys/fs/cgroup/pids/cgroup.procs",
+        CgroupHost::V2 => "/sys/fs/cgroup/cgroup.procs",
+    };
+    // The shell reads the file itself (no child process): only the init is in the cgroup.
+    b.sh(&format!("while read p; do echo $p; done < {file}; ls /sys/fs/cgroup/pids 2>/dev/null | grep -c '^tally$'"));
+    let r = t.run_container("cg-inside", &b);
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines[0], "1", "stdout: {}\nstderr: {}", r.stdout, r.stderr);
+    assert_eq!(lines[1], "0", "the host's tree above the container is not visible");
+    t.assert_clean("cg-inside", &b);
+}
+
+#[test]
+fn a_custom_cgroups_path_is_used_and_its_leaf_removed_on_delete() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cg-custom");
+    let parent = unique("tally-it-custom");
+    let path = format!("/{parent}/cg-custom");
+    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    b.sh("exec sleep 1000");
+    t.create("cg-custom", &b).ok();
+    let pid = t.state("cg-custom")["pid"].as_i64().unwrap();
+    let dir = cgroup_dir(&path);
+    assert_eq!(procs(&dir), [pid]);
+    assert!(!cgroup_dir("/tally/cg-custom").exists(), "the default path is not used");
+    t.run(&["start", "cg-custom"]).ok();
+    t.run(&["delete", "--force", "cg-custom"]).ok();
+    assert!(!dir.exists(), "the leaf is removed");
+    t.assert_clean("cg-custom", &b);
+    // The parent the config named belongs to whoever named it; tidy up after the test.
+    for d in cgroup_dirs_named(&parent) {
+        let _ = fs::remove_dir(d);
+    }
+}
+
+#[test]
+fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cg-force");
+    b.sh("sleep 1000 & sleep 1000 & touch /tmp/ready; wait");
+    t.create("cg-force", &b).ok();
+    t.run(&["start", "cg-force"]).ok();
+    integration_tests::wait_for_file(&b.rootfs().join("tmp/ready"));
+    let dir = cgroup_dir("/tally/cg-force");
+    let pids = procs(&dir);
+    assert_eq!(pids.len(), 3, "sh and two sleeps: {pids:?}");
+    t.run(&["delete", "--force", "cg-force"]).ok();
+    assert!(!dir.exists());
+    for p in pids {
+        let stat = fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+        assert!(stat.is_empty() || stat.contains(") Z "), "process {p} survived: {stat}");
+    }
+    t.assert_clean("cg-force", &b);
+}
+
+#[test]
+fn the_default_parent_is_pruned_when_no_container_uses_it() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cg-prune");
+    b.sh("true");
+    t.create("cg-prune", &b).ok();
+    let parent = cgroup_dir("/tally");
+    assert!(parent.is_dir());
+    t.run(&["delete", "cg-prune"]).ok();
+    // Other tests (and other test runs on this host) create containers under /tally at the same
+    // time; what must hold is that /tally never stays behind empty.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let children = fs::read_dir(&parent)
+            .map(|rd| rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).count())
+            .ok();
+        match children {
+            None | Some(1..) => break,
+            Some(0) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Some(0) => panic!("{} remains, empty", parent.display()),
+        }
+    }
+    t.assert_clean("cg-prune", &b);
+}
