@@ -1,11 +1,14 @@
 #!/bin/sh
-# vm-test.sh TALLY [SKIP_LOG]: runs every integration test binary inside the cgroup v2 VM
-# (hack/vm/run.sh) against the static TALLY. The test binaries are built static here; the
-# guest has no C library.
+# vm-test.sh TALLY [SKIP_LOG [TEST_FILE...]]: runs the integration test binaries (all, or the
+# named ones, e.g. cgroup_v2) inside the cgroup v2 VM (hack/vm/run.sh) against the static
+# TALLY. The test binaries are built static here; the guest has no C library. The console log
+# is kept in target/vm-console.log.
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 tally=$(realpath "$1")
 skip_log=${2:-}
+shift $(( $# >= 2 ? 2 : 1 ))
+only="$*"
 target=x86_64-unknown-linux-gnu
 cd "$here/.."
 payload=$(mktemp -d /tmp/tally-vm-payload.XXXXXX)
@@ -17,7 +20,9 @@ bins=$(RUSTFLAGS='-C target-feature=+crt-static' cargo test --locked --no-run --
 [ -n "$bins" ] || { echo "vm-test: no integration test binaries were built" >&2; exit 1; }
 mkdir -p "$payload/tests"
 cp "$tally" "$payload/tally"
-echo "$bins" | while read -r name path; do cp "$path" "$payload/tests/$name"; done
+echo "$bins" | while read -r name path; do
+  if [ -z "$only" ] || echo " $only " | grep -q " $name "; then cp "$path" "$payload/tests/$name"; fi
+done
 
 cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
@@ -37,7 +42,7 @@ if [ -n "$failed" ]; then echo "== vm: FAILED:$failed"; exit 1; fi
 echo "== vm: all test binaries passed"
 SCRIPT
 chmod +x "$payload/run"
-log=$(mktemp /tmp/tally-vm-log.XXXXXX)
+log=$(pwd)/target/vm-console.log
 set +e
 TALLY_VM_LOG=$log hack/vm/run.sh "$payload" "${TALLY_VM_LIMIT:-900}"
 status=$?
@@ -45,5 +50,4 @@ set -e
 if [ -n "$skip_log" ]; then
   sed -n 's/^TALLY-VM-SKIP: \(.*\)\r\{0,1\}$/vm: \1/p' "$log" >> "$skip_log"
 fi
-rm -f "$log"
 exit $status

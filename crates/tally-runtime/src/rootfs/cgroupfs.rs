@@ -36,7 +36,8 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
             // Without a cgroup namespace, a cgroup2 mount would show the whole host tree.
             let src = hierarchies[0].mountpoint.join(rel(own.get("").map(String::as_str).unwrap_or("/")));
             mount(Some(&src), &fd_path(target), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
-            remount_bind(target, opts.bind_remount_flags())?;
+            // `target` names the directory under the new bind mount: remount through a fresh lookup.
+            remount_bind(&ctx.root.open_path(dest)?, opts.bind_remount_flags())?;
         }
         return Ok(());
     }
