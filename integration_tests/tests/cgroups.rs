@@ -104,7 +104,8 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
     integration_tests::wait_for_file(&b.rootfs().join("tmp/ready"));
     let dir = cgroup_dir("/tally/cg-force");
     let pids = procs(&dir);
-    assert_eq!(pids.len(), 3, "sh and two sleeps: {pids:?}");
+    // `touch` may not have exited yet when its file appears.
+    assert!(pids.len() >= 3, "sh and two sleeps: {pids:?}");
     t.run(&["delete", "--force", "cg-force"]).ok();
     assert!(!dir.exists());
     for p in pids {
