@@ -63,7 +63,7 @@ fn a_memory_limit_oom_kills_and_memory_peak_reaches_it() {
     assert!(keyed(&events, "oom_kill") >= 1, "memory.events: {events}");
     assert!(keyed(&events, "max") >= 1, "memory.events: {events}");
     let peak: u64 = read("v2-mem", "memory.peak").parse().unwrap();
-    assert!(peak <= LIMIT && peak >= LIMIT - (1 << 20), "memory.peak {peak} should be at the limit {LIMIT}");
+    assert!((LIMIT - (1 << 20)..=LIMIT).contains(&peak), "memory.peak {peak} should be at the limit {LIMIT}");
     t.run(&["delete", "v2-mem"]).ok();
     assert!(!cg("v2-mem").exists(), "delete removes the cgroup");
     t.assert_clean("v2-mem", &b);

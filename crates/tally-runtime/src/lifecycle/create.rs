@@ -25,8 +25,19 @@ pub struct CreateOptions<'a> {
 /// How long the runtime waits for any one step of the container process.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// A container just created: its init's host PID and its cgroup, for callers (run) that go on
+/// to use it in the same process.
+pub struct Created {
+    pub pid: i32,
+    pub cgroup: Cgroup,
+}
+
 /// Creates the container and returns its init's host PID.
 pub fn create(root: &StateRoot, container_id: &str, opts: &CreateOptions) -> Result<i32, LifecycleError> {
+    create_container(root, container_id, opts).map(|c| c.pid)
+}
+
+pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptions) -> Result<Created, LifecycleError> {
     id::validate(container_id)?;
     let bundle = Bundle::load(opts.bundle)?;
     rootfs::check_propagation(&bundle.spec)?;
@@ -76,7 +87,7 @@ pub fn create(root: &StateRoot, container_id: &str, opts: &CreateOptions) -> Res
         });
         let pid = spawned.pid;
         match saved.and_then(|()| spawned.commit().map_err(LifecycleError::from)) {
-            Ok(()) => Ok(pid),
+            Ok(()) => Ok(Created { pid, cgroup }),
             Err(e) => {
                 spawn::kill_and_wait(pid);
                 let _ = cgroup.remove();

@@ -8,6 +8,17 @@ use crate::spawn::kill_and_wait;
 use crate::state::{ContainerDir, Lock, StateError, StateRoot, Status};
 
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
+    delete_with(root, id, force, None)
+}
+
+/// `delete`, reusing the cgroup handle of a caller that already has one (run), which saves
+/// reading the host's cgroup mounts again.
+pub(super) fn delete_with(
+    root: &StateRoot,
+    id: &str,
+    force: bool,
+    cgroup: Option<Cgroup>,
+) -> Result<(), LifecycleError> {
     let dir = match ContainerDir::open(root, id, Lock::Exclusive) {
         Ok(d) => d,
         // Nothing left to clean: what runc does for `delete --force`.
@@ -30,7 +41,10 @@ pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleEr
         Err(e) => return Err(e.into()),
     };
     let status = dir.status(Some(&state));
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+    let cgroup = match cgroup {
+        Some(c) if c.path() == state.cgroup_path => c,
+        _ => Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?,
+    };
     match status {
         // containerd deletes a created task without --force; runc and crun allow it, so does
         // tally (the spec says otherwise; callers win, see docs/compatibility.md).

@@ -1,7 +1,9 @@
 //! `run`: create and start in one call, then (unless detached) wait for the container's init
 //! while forwarding the signals this process receives, and delete the container afterwards.
 
-use super::{create, delete, start, CreateOptions, LifecycleError};
+use super::create::create_container;
+use super::delete::delete_with;
+use super::{delete, start, CreateOptions, LifecycleError};
 use crate::state::StateRoot;
 
 /// Signals a foreground `run` passes on to the container (SIGCHLD is its own business).
@@ -34,7 +36,8 @@ pub fn run(root: &StateRoot, id: &str, opts: &CreateOptions, run: &RunOptions) -
         // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes plain integers.
         unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     }
-    let pid = create(root, id, opts)?;
+    let created = create_container(root, id, opts)?;
+    let pid = created.pid;
     // Blocked before start, so the init's exit cannot be missed; the container process
     // already exists with the normal mask.
     let set = signal_set();
@@ -49,7 +52,7 @@ pub fn run(root: &StateRoot, id: &str, opts: &CreateOptions, run: &RunOptions) -
     }
     let code = wait_forwarding(pid, &set);
     if !run.keep {
-        delete(root, id, true)?;
+        delete_with(root, id, true, Some(created.cgroup))?;
     }
     Ok(code)
 }
