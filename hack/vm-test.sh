@@ -15,8 +15,12 @@ payload=$(mktemp -d /tmp/tally-vm-payload.XXXXXX)
 trap 'rm -rf "$payload"' EXIT
 
 # cargo prints "Executable tests/x.rs (target/.../deps/x-hash)" for each test binary.
-bins=$(RUSTFLAGS='-C target-feature=+crt-static' cargo test --locked --no-run --target "$target" -p integration_tests 2>&1 |
-       tee /dev/stderr | sed -n 's/.*Executable tests\/\([a-z_0-9]*\)\.rs (\(.*\))$/\1 \2/p')
+# (Through a file, not `tee /dev/stderr`: reopening stderr truncates it when it is a log file.)
+RUSTFLAGS='-C target-feature=+crt-static' cargo test --locked --no-run --target "$target" -p integration_tests \
+  > "$payload/build.log" 2>&1 || { cat "$payload/build.log" >&2; exit 1; }
+cat "$payload/build.log" >&2
+bins=$(sed -n 's/.*Executable tests\/\([a-z_0-9]*\)\.rs (\(.*\))$/\1 \2/p' "$payload/build.log")
+rm -f "$payload/build.log"
 [ -n "$bins" ] || { echo "vm-test: no integration test binaries were built" >&2; exit 1; }
 mkdir -p "$payload/tests"
 cp "$tally" "$payload/tally"
