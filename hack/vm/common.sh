@@ -14,10 +14,11 @@
 #                          bookworm-backports = fetch the kernel from that suite through a
 #                          private apt setup inside the cache (the host's apt sources and lists
 #                          are never changed).
-#   TALLY_VM_QEMU_SUITE    the same for QEMU: empty = the host's sources (bookworm: QEMU 7.2);
-#                          bookworm-backports = QEMU 10 (needed for kernels newer than 6.1, whose
-#                          use of cmpxchg16b trips a TCG bug of 7.2: see docs/vm.md). Packages
-#                          the suite lacks (ipxe-qemu) come from the host's sources.
+#   TALLY_VM_QEMU_SUITE    the same for QEMU. Default: bookworm-backports (QEMU 10), because
+#                          bookworm's QEMU 7.2 hung once in ~100 boots and trips a TCG bug with
+#                          kernels newer than 6.1 (cmpxchg16b; see docs/vm.md). Set it empty for
+#                          the host's sources. Packages the suite lacks (ipxe-qemu) come from the
+#                          host's sources.
 #   TALLY_VM_MIRROR        the Debian mirror used with TALLY_VM_*_SUITE.
 #   TALLY_VM_MODULES       kernel modules copied into the initramfs (with their dependencies).
 #   TALLY_VM_BOOT_MODULES  the subset of those that /init loads at boot; the rest are loaded on
