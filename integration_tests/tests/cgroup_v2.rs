@@ -130,6 +130,12 @@ fn a_device_outside_the_allow_list_cannot_be_opened() {
     // (1:11) does not, even for root in the container.
     let t = Tally::new();
     let mut b = Bundle::busybox("v2-devices");
+    // mknod needs CAP_MKNOD, which `tally spec`'s default set leaves out.
+    b.edit(|c| {
+        for set in ["bounding", "effective", "permitted"] {
+            c["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_MKNOD"));
+        }
+    });
     b.sh("echo x > /dev/null && echo null-ok; mknod /tmp/kmsg c 1 11 && if head -c 1 /tmp/kmsg >/dev/null 2>&1; then echo opened; else echo refused; fi");
     let r = t.run_container("v2-devices", &b).ok();
     assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["null-ok", "refused"], "stderr: {}", r.stderr);

@@ -54,7 +54,14 @@ pub fn parse_spec(data: &[u8]) -> Result<Spec, (String, String)> {
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { "config".to_string() } else { field };
-        (field, e.into_inner().to_string())
+        let mut message = e.into_inner().to_string();
+        // oci-spec words an unknown capability as "no variant for X (converted to Y)".
+        if field.starts_with("process.capabilities") {
+            if let Some(rest) = message.strip_prefix("no variant for ") {
+                message = format!("unknown capability {}", rest.split(" (").next().unwrap_or(rest));
+            }
+        }
+        (field, message)
     })
 }
 
@@ -100,6 +107,17 @@ pub fn validate(spec: &Spec) -> Check {
     }
     if new_userns && !has_mappings {
         return Err(("linux.uidMappings", "a new user namespace needs uid and gid mappings".into()));
+    }
+    crate::security::rlimits::validate(process.rlimits().as_deref().unwrap_or_default())
+        .map_err(|e| ("process.rlimits", e.to_string()))?;
+    if let Some(sysctl) = linux.sysctl() {
+        let kind = |ns: &str| match ns {
+            "ipc" => LinuxNamespaceType::Ipc,
+            "uts" => LinuxNamespaceType::Uts,
+            _ => LinuxNamespaceType::Network,
+        };
+        crate::security::sysctl::validate(sysctl, |ns| has_new(spec, kind(ns)))
+            .map_err(|e| ("linux.sysctl", e.to_string()))?;
     }
     if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !has_new(spec, LinuxNamespaceType::Uts) {
         return Err(("hostname", "setting the hostname needs a new uts namespace".into()));

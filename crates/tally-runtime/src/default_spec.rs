@@ -8,6 +8,7 @@ use oci_spec::runtime::{LinuxDeviceCgroupBuilder, Spec};
 pub fn render(rootless: bool) -> String {
     let mut spec = if rootless { rootless_spec() } else { Spec::default() };
     spec.set_hostname(Some("tally".to_string()));
+    spec.set_version(crate::OCI_VERSION.to_string());
     // runc's default denies every device in the cgroup; the runtime then allows the ones a
     // container needs (cgroups::Cgroup::apply).
     if let Some(linux) = spec.linux_mut() {

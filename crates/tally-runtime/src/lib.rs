@@ -12,6 +12,7 @@ pub mod namespaces;
 pub mod proc_info;
 pub mod process;
 pub mod rootfs;
+pub mod security;
 pub mod signal;
 pub mod spawn;
 pub mod state;

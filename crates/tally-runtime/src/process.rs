@@ -125,10 +125,10 @@ pub fn set_identity(user: &User) -> Result<(), ProcessError> {
     if unsafe { libc::setresuid(uid, uid, uid) } != 0 {
         return Err(err(&format!("setuid {uid}")));
     }
-    if let Some(mask) = user.umask() {
-        // SAFETY: umask cannot fail.
-        unsafe { libc::umask(mask as libc::mode_t) };
-    }
+    // runc's default when the config has none: 0022, not whatever the caller had.
+    let mask = user.umask().unwrap_or(0o022);
+    // SAFETY: umask cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) };
     Ok(())
 }
 

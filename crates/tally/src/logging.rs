@@ -1,13 +1,15 @@
 //! Logging in the shape callers parse. With `--log-format json` every line is a logrus-style
 //! object `{"level":"error","msg":"...","time":"..."}`: containerd reports the msg of the last
 //! error line, and Podman reads the whole file as one object when a command fails, so only
-//! warnings and errors go to `--log` (everything with `--debug`) and a failing command ends
-//! with exactly one error line. stderr always gets warnings and errors as text.
+//! warnings and errors go to `--log` (everything with `--debug`), and the lines before the
+//! error are held back until the command ends: a failing command writes exactly one line, its
+//! error, to `--log`; a successful one writes its warnings. stderr always gets warnings and
+//! errors as text, at once.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use tracing::field::{Field, Visit};
@@ -17,9 +19,29 @@ use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use crate::cli::LogFormat;
 
 struct Sink {
-    file: Option<Mutex<File>>,
+    shared: Arc<Shared>,
     json: bool,
     debug: bool,
+}
+
+/// The `--log` file and the lines waiting for the command's outcome.
+struct Shared {
+    file: Option<Mutex<File>>,
+    pending: Mutex<Vec<String>>,
+}
+
+static SHARED: OnceLock<Arc<Shared>> = OnceLock::new();
+
+/// Called once at exit: writes the held-back lines if the command succeeded.
+pub fn finish(success: bool) {
+    let Some(shared) = SHARED.get() else { return };
+    let (Some(file), Ok(mut pending)) = (&shared.file, shared.pending.lock()) else { return };
+    if success && !pending.is_empty() {
+        if let Ok(mut f) = file.lock() {
+            let _ = f.write_all(pending.concat().as_bytes());
+        }
+    }
+    pending.clear();
 }
 
 #[derive(Default)]
@@ -62,7 +84,7 @@ impl<S: Subscriber> Layer<S> for Sink {
         event.record(&mut msg);
         let now = SystemTime::now();
         eprintln!("tally: {}: {}", level_name(level), msg.0);
-        if let Some(file) = &self.file {
+        if let Some(file) = &self.shared.file {
             let line = if self.json {
                 format!(
                     "{}\n",
@@ -76,8 +98,12 @@ impl<S: Subscriber> Layer<S> for Sink {
                     msg.0
                 )
             };
-            if let Ok(mut f) = file.lock() {
-                let _ = f.write_all(line.as_bytes());
+            if *level == Level::ERROR {
+                if let Ok(mut f) = file.lock() {
+                    let _ = f.write_all(line.as_bytes());
+                }
+            } else if let Ok(mut pending) = self.shared.pending.lock() {
+                pending.push(line);
             }
         }
     }
@@ -94,7 +120,9 @@ pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> anyhow::Resul
         )),
         None => None,
     };
-    let sink = Sink { file, json: format == LogFormat::Json, debug };
+    let shared = Arc::new(Shared { file, pending: Mutex::new(Vec::new()) });
+    let _ = SHARED.set(shared.clone());
+    let sink = Sink { shared, json: format == LogFormat::Json, debug };
     let subscriber = tracing_subscriber::registry().with(sink);
     tracing::subscriber::set_global_default(subscriber).map_err(|e| anyhow::anyhow!("logging: {e}"))
 }

@@ -7,7 +7,7 @@ mod logging;
 use std::io::Write;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Parser;
 use tally_runtime::lifecycle::{self, CreateOptions, RunOptions};
 use tally_runtime::state::StateRoot;
@@ -26,12 +26,15 @@ fn main() -> ExitCode {
         eprintln!("tally: {e:#}");
         return ExitCode::FAILURE;
     }
-    match dispatch(cli) {
+    let result = dispatch(cli);
+    if let Err(e) = &result {
+        // The runtime's errors already carry their causes in their text.
+        tracing::error!("{e}");
+    }
+    logging::finish(result.is_ok());
+    match result {
         Ok(code) => ExitCode::from(code),
-        Err(e) => {
-            tracing::error!("{e:#}");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
@@ -62,7 +65,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 anyhow::bail!("{}: file already exists", path.display());
             }
             std::fs::write(&path, tally_runtime::default_spec::render(rootless))
-                .with_context(|| format!("write {}", path.display()))?;
+                .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
         }
         Command::Create(a) => {
             lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup))?;

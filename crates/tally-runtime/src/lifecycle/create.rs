@@ -11,7 +11,7 @@ use crate::bundle::Bundle;
 use crate::cgroups::{self, Cgroup};
 use crate::spawn::{self, Request};
 use crate::state::{ContainerDir, ContainerState, StateRoot};
-use crate::{id, rootfs, timefmt};
+use crate::{id, rootfs, security, timefmt};
 
 pub struct CreateOptions<'a> {
     pub bundle: &'a Path,
@@ -41,6 +41,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     id::validate(container_id)?;
     let bundle = Bundle::load(opts.bundle)?;
     rootfs::check_propagation(&bundle.spec)?;
+    warn_about_ignored(&bundle.spec);
     let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
     let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
 
@@ -115,4 +116,37 @@ fn write_pid_file(path: &Path, pid: i32) -> Result<(), LifecycleError> {
     f.write_all(pid.to_string().as_bytes()).map_err(err)?;
     f.sync_all().map_err(err)?;
     fs::rename(&tmp, path).map_err(err)
+}
+
+/// What the config asks for that this build or host cannot give: said before anything is made.
+fn warn_about_ignored(spec: &oci_spec::runtime::Spec) {
+    let process = spec.process().as_ref();
+    for w in security::capabilities::unavailable(process.and_then(|p| p.capabilities().as_ref())) {
+        tracing::warn!("process.capabilities: {w}");
+    }
+    let linux = spec.linux().as_ref();
+    if linux.and_then(|l| l.seccomp().as_ref()).is_some() {
+        tracing::warn!("linux.seccomp: not implemented yet in tally; the container runs without a seccomp filter");
+    }
+    if let Some(h) = spec.hooks() {
+        let any =
+            [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()]
+                .iter()
+                .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()));
+        if any {
+            tracing::warn!("hooks: not implemented yet in tally; none of the configured hooks will run");
+        }
+    }
+    let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists();
+    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
+    if process.and_then(|p| p.apparmor_profile().as_ref()).is_some() {
+        let why = if apparmor { "not implemented yet in tally" } else { "AppArmor is not enabled on this host" };
+        tracing::warn!("process.apparmorProfile: {why}; ignored");
+    }
+    if process.and_then(|p| p.selinux_label().as_ref()).is_some()
+        || linux.and_then(|l| l.mount_label().as_ref()).is_some()
+    {
+        let why = if selinux { "not implemented yet in tally" } else { "SELinux is not enabled on this host" };
+        tracing::warn!("process.selinuxLabel/linux.mountLabel: {why}; ignored");
+    }
 }

@@ -47,13 +47,13 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
     let tmpfs = Root::from_fd(ctx.root.open_path(dest)?);
     for h in &hierarchies {
         let Some(name) = h.mountpoint.file_name() else { continue };
-        let key = if h.fstype == "cgroup2" { String::new() } else { h.options_key.clone() };
-        let Some(path) = own.get(&key) else { continue };
-        // In hybrid mode the container may not have a cgroup in the unified hierarchy; its
-        // root would show the host's whole tree.
-        if h.fstype == "cgroup2" && path == "/" {
+        let key = h.options_key.clone();
+        // Named hierarchies (name=systemd) and, on hybrid hosts, the controller-less unified
+        // one are not managed by tally: the container has no cgroup of its own there.
+        if h.fstype == "cgroup2" || key.starts_with("name=") {
             continue;
         }
+        let Some(path) = own.get(&key) else { continue };
         let src = h.mountpoint.join(rel(path));
         if !src.is_dir() {
             continue;

@@ -118,14 +118,20 @@ pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
         devices::create(&root, node, s.in_userns)?;
     }
     devices::symlinks(&root)?;
+    Ok(root)
+}
 
+/// After `prepare` (and whatever must still write through the container's /proc, such as
+/// sysctls): masked and read-only paths.
+pub fn protect(s: &Setup, root: &Root) -> Result<(), RootfsError> {
+    let linux = s.spec.linux().as_ref();
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
-        paths::mask(&root, Path::new(p))?;
+        paths::mask(root, Path::new(p))?;
     }
     for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
-        paths::make_readonly(&root, Path::new(p))?;
+        paths::make_readonly(root, Path::new(p))?;
     }
-    Ok(root)
+    Ok(())
 }
 
 /// Makes the prepared rootfs `/`.

@@ -15,7 +15,7 @@ use crate::bundle::Bundle;
 use crate::channel::{Channel, Message};
 use crate::namespaces::{self, Plan, CLONE_NEWTIME};
 use crate::sys::{self, Forked};
-use crate::{console, process, rootfs};
+use crate::{console, process, rootfs, security};
 
 pub struct Context<'a> {
     pub bundle: &'a Bundle,
@@ -102,7 +102,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     }
 
     let in_userns = plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
-    let root = rootfs::prepare(&rootfs::Setup {
+    let setup = rootfs::Setup {
         spec,
         bundle: &ctx.bundle.dir,
         rootfs: &ctx.bundle.rootfs,
@@ -110,8 +110,13 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         new_netns: plan.creates(LinuxNamespaceType::Network),
         new_cgroupns: plan.creates(LinuxNamespaceType::Cgroup),
         own_cgroups: &own_cgroups,
-    })
-    .map_err(|e| s(&e))?;
+    };
+    let root = rootfs::prepare(&setup).map_err(|e| s(&e))?;
+    // Before readonlyPaths makes /proc/sys read-only.
+    if let Some(sysctl) = linux.sysctl() {
+        security::sysctl::apply(&root, sysctl).map_err(|e| s(&e))?;
+    }
+    rootfs::protect(&setup, &root).map_err(|e| s(&e))?;
     let user = proc_cfg.user();
     let slave = match ctx.console_socket {
         Some(sock) => Some(console::allocate(&root, sock, user.uid(), user.gid()).map_err(|e| s(&e))?),
@@ -124,11 +129,20 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         console::attach(slave).map_err(|e| s(&e))?;
     }
     drop(slave);
-    let _ = linux;
 
     process::chdir(proc_cfg.cwd()).map_err(|e| s(&e))?;
     let program = process::prepare(proc_cfg).map_err(|e| s(&e))?;
+    // While the process still has every capability: limits that may need raising.
+    security::rlimits::apply(proc_cfg.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
+    security::set_oom_score_adj(proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
+    let caps = security::capabilities::Plan::new(proc_cfg.capabilities().as_ref());
+    if let Some(caps) = &caps {
+        caps.before_user_switch().map_err(|e| s(&e))?;
+    }
     process::set_identity(user).map_err(|e| s(&e))?;
+    if let Some(caps) = &caps {
+        caps.after_user_switch().map_err(|e| s(&e))?;
+    }
 
     ctx.channel.send(&Message::Ready).map_err(|e| s(&e))?;
     match ctx.channel.recv() {
@@ -150,9 +164,18 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
     process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
-    // A signal mask survives execve; the program must start with none blocked.
-    // SAFETY: an empty, initialised set; the old mask is not needed.
+    // Last before exec (seccomp, when it comes, goes right before or after it as the spec says).
+    security::set_no_new_privs(proc_cfg.no_new_privileges().unwrap_or(false)).map_err(|e| s(&e))?;
+    // A signal mask and ignored signals survive execve: the Rust runtime ignores SIGPIPE at
+    // startup, and the program must not inherit that (nor any blocked signal).
+    // SAFETY: an empty, initialised set; signal() with SIG_DFL on every catchable signal
+    // installs no handler code.
     unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());

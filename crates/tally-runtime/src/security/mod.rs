@@ -1,0 +1,49 @@
+//! The container process's privileges and limits, applied in the order the kernel requires:
+//! rlimits and oom_score_adj while the process still holds every capability, the bounding set
+//! dropped before the user switch, the remaining sets after it (keep-caps in between), and
+//! no_new_privs last before exec.
+
+pub mod capabilities;
+pub mod rlimits;
+pub mod sysctl;
+
+use std::io;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecurityError {
+    #[error(transparent)]
+    Capabilities(#[from] capabilities::CapabilityError),
+    #[error(transparent)]
+    Rlimit(#[from] rlimits::RlimitError),
+    #[error(transparent)]
+    Sysctl(#[from] sysctl::SysctlError),
+    #[error("process.oomScoreAdj {value}: {source}")]
+    OomScoreAdj { value: i32, source: io::Error },
+    #[error("process.noNewPrivileges: {0}")]
+    NoNewPrivs(io::Error),
+}
+
+pub fn set_oom_score_adj(value: Option<i32>) -> Result<(), SecurityError> {
+    let Some(value) = value else { return Ok(()) };
+    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|source| {
+        let source = if source.kind() == io::ErrorKind::PermissionDenied {
+            io::Error::other(format!(
+                "{source}: lowering it needs CAP_SYS_RESOURCE, which this host withholds from tally"
+            ))
+        } else {
+            source
+        };
+        SecurityError::OomScoreAdj { value, source }
+    })
+}
+
+pub fn set_no_new_privs(enabled: bool) -> Result<(), SecurityError> {
+    if !enabled {
+        return Ok(());
+    }
+    // SAFETY: prctl with PR_SET_NO_NEW_PRIVS takes plain integers.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+        return Err(SecurityError::NoNewPrivs(io::Error::last_os_error()));
+    }
+    Ok(())
+}
