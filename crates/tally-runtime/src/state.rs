@@ -188,9 +188,14 @@ impl ContainerDir {
             let source = io::Error::last_os_error();
             return Err(StateError::Io { id: id.into(), path, source });
         }
-        // The directory may have been removed by a `delete` that held the lock before us.
-        if !path.exists() {
-            return Err(StateError::NotFound(id.to_string()));
+        // A `delete` that held the lock before us may have removed the directory, and a
+        // `create` may even have made a new one with the same name: the lock only counts if
+        // the path still names the directory we locked.
+        let locked = file.metadata().map(|m| (m.dev(), m.ino()));
+        let current = fs::metadata(&path).map(|m| (m.dev(), m.ino()));
+        match (locked, current) {
+            (Ok(a), Ok(b)) if a == b => {}
+            _ => return Err(StateError::NotFound(id.to_string())),
         }
         Ok(Self { id: id.to_string(), path, _lock: file })
     }

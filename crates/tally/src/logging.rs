@@ -109,6 +109,30 @@ impl<S: Subscriber> Layer<S> for Sink {
     }
 }
 
+/// Writes a command-line error to the `--log` file named in `args`, if any, in the format
+/// `--log-format` names there: the parser failed, so `init` never ran.
+pub fn usage_error(args: &[String], msg: &str) {
+    let value = |flag: &str| {
+        args.iter().enumerate().find_map(|(i, a)| {
+            a.strip_prefix(&format!("{flag}="))
+                .map(String::from)
+                .or_else(|| (a == flag).then(|| args.get(i + 1).cloned()).flatten())
+        })
+    };
+    let Some(path) = value("--log") else { return };
+    let json = value("--log-format").as_deref() == Some("json");
+    let msg = msg.trim_start_matches("error: ");
+    let time = tally_runtime::timefmt::rfc3339_seconds(SystemTime::now());
+    let line = if json {
+        format!("{}\n", serde_json::json!({"level": "error", "msg": msg, "time": time}))
+    } else {
+        format!("time=\"{time}\" level=error msg={msg:?}\n")
+    };
+    if let Ok(mut f) = OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(line.as_bytes());
+    }
+}
+
 pub fn init(log: Option<&Path>, format: LogFormat, debug: bool) -> anyhow::Result<()> {
     let file = match log {
         Some(p) => Some(Mutex::new(

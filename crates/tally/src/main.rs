@@ -15,9 +15,15 @@ use tally_runtime::state::StateRoot;
 use cli::{Cli, Command, CreateArgs, ListFormat};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(cli::normalize_args(std::env::args())) {
+    let args = cli::normalize_args(std::env::args());
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => {
+            if e.use_stderr() {
+                // The caller (containerd, Podman) reads the reason from --log, which the parser
+                // refused to hand us: find it in the raw arguments.
+                logging::usage_error(&args, e.to_string().lines().next().unwrap_or("invalid arguments"));
+            }
             let _ = e.print();
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
@@ -99,7 +105,12 @@ fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {
             writeln!(out, "{}", e.id)?;
         }
     } else if format == ListFormat::Json {
-        writeln!(out, "{}", serde_json::to_string(&entries)?)?;
+        // runc prints `null` for no containers (a nil Go slice); go-runc accepts both.
+        if entries.is_empty() {
+            writeln!(out, "null")?;
+        } else {
+            writeln!(out, "{}", serde_json::to_string(&entries)?)?;
+        }
     } else {
         let rows: Vec<[String; 6]> = entries
             .iter()

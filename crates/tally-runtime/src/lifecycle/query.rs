@@ -24,14 +24,19 @@ pub fn state(root: &StateRoot, id: &str) -> Result<String, LifecycleError> {
     Ok(serde_json::to_string_pretty(&report).expect("state serializes"))
 }
 
-/// One row of `list`.
+/// One row of `list`, with the fields runc's `list --format json` has (go-runc decodes them).
 #[derive(Debug, serde::Serialize)]
 pub struct ListEntry {
+    #[serde(rename = "ociVersion")]
+    pub oci_version: String,
     pub id: String,
     pub pid: i32,
     pub status: Status,
     pub bundle: PathBuf,
+    pub rootfs: PathBuf,
     pub created: String,
+    #[serde(skip_serializing_if = "std::collections::HashMap::is_empty")]
+    pub annotations: std::collections::HashMap<String, String>,
     pub owner: String,
 }
 
@@ -42,11 +47,31 @@ pub fn list(root: &StateRoot) -> Result<Vec<ListEntry>, LifecycleError> {
         let Ok(dir) = ContainerDir::open(root, &id, Lock::None) else { continue };
         let Ok(state) = dir.load() else { continue };
         let status = dir.status(state.as_ref());
-        let (pid, bundle, created) = match &state {
-            Some(s) => (if status == Status::Stopped { 0 } else { s.pid }, s.bundle.clone(), s.created.clone()),
-            None => (0, PathBuf::new(), String::new()),
-        };
-        out.push(ListEntry { id, pid, status, bundle, created, owner: dir.owner() });
+        let owner = dir.owner();
+        out.push(match state {
+            Some(s) => ListEntry {
+                oci_version: s.oci_version,
+                pid: if status == Status::Stopped { 0 } else { s.pid },
+                status,
+                bundle: s.bundle,
+                rootfs: s.rootfs,
+                created: s.created,
+                annotations: s.annotations,
+                owner,
+                id,
+            },
+            None => ListEntry {
+                oci_version: String::new(),
+                id,
+                pid: 0,
+                status,
+                bundle: PathBuf::new(),
+                rootfs: PathBuf::new(),
+                created: String::new(),
+                annotations: Default::default(),
+                owner,
+            },
+        });
     }
     Ok(out)
 }
