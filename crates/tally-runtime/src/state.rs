@@ -70,8 +70,6 @@ pub struct ContainerState {
     pub systemd_cgroup: bool,
     /// True when tally chose the cgroup path itself, so it may prune the empty parent it made.
     pub default_cgroup_path: bool,
-    /// True when the container has its own PID namespace: killing init then ends them all.
-    pub own_pid_namespace: bool,
 }
 
 /// The runc-shaped document `tally state` prints.
@@ -301,7 +299,6 @@ mod tests {
             cgroup_path: "/tally/x".into(),
             systemd_cgroup: false,
             default_cgroup_path: true,
-            own_pid_namespace: true,
         }
     }
 

@@ -76,11 +76,6 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             cgroup_path: cgroup.path().to_path_buf(),
             systemd_cgroup: opts.systemd_cgroup,
             default_cgroup_path: default_cg,
-            own_pid_namespace: linux
-                .namespaces()
-                .iter()
-                .flatten()
-                .any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Pid && n.path().is_none()),
         };
         let saved = dir.save(&state).map_err(LifecycleError::from).and_then(|()| match opts.pid_file {
             Some(p) => write_pid_file(p, spawned.pid),

@@ -3,8 +3,7 @@
 
 use super::LifecycleError;
 use crate::cgroups::{self, Cgroup};
-use crate::proc_info::{self, Liveness};
-use crate::spawn::kill_and_wait;
+use crate::spawn::kill_and_wait_checked;
 use crate::state::{ContainerDir, Lock, StateError, StateRoot, Status};
 
 pub fn delete(root: &StateRoot, id: &str, force: bool) -> Result<(), LifecycleError> {
@@ -48,7 +47,7 @@ pub(super) fn delete_with(
     match status {
         // containerd deletes a created task without --force; runc and crun allow it, so does
         // tally (the spec says otherwise; callers win, see docs/compatibility.md).
-        Status::Created => kill_and_wait(state.pid),
+        Status::Created => kill_and_wait_checked(state.pid, Some(state.pid_start_time)),
         Status::Running | Status::Paused if !force => {
             return Err(LifecycleError::WrongStatus {
                 id: id.into(),
@@ -61,9 +60,7 @@ pub(super) fn delete_with(
                 // SAFETY: kill takes a pid and a signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
-            if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Alive {
-                kill_and_wait(state.pid);
-            }
+            kill_and_wait_checked(state.pid, Some(state.pid_start_time));
         }
         Status::Stopped | Status::Creating => {}
     }

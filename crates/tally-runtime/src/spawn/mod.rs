@@ -73,16 +73,20 @@ impl Spawned {
         self.channel.send(&Message::Committed)?;
         Ok(())
     }
-
-    /// Kills the process (used when saving its state failed).
-    pub fn abort(self) {
-        kill_and_wait(self.pid);
-    }
 }
 
 /// Sends SIGKILL and waits (bounded) until the process is gone, reaping it if it is ours.
 pub fn kill_and_wait(pid: i32) {
+    kill_and_wait_checked(pid, None)
+}
+
+/// `kill_and_wait` for a recorded init: with its start time, the pidfd is checked to pin that
+/// very process before the signal, so a reused PID is never killed.
+pub fn kill_and_wait_checked(pid: i32, start_time: Option<u64>) {
     if let Ok(pidfd) = sys::pidfd_open(pid) {
+        if start_time.is_some_and(|t| proc_info::liveness(pid, t) == proc_info::Liveness::Gone) {
+            return;
+        }
         let _ = sys::pidfd_send_signal(pidfd.as_raw_fd(), libc::SIGKILL);
         let mut pfd = libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         // SAFETY: one valid pollfd; a pidfd polls readable once the process has exited.
