@@ -377,20 +377,27 @@ impl Drop for HostTarget {
     }
 }
 
+/// Plants `/abs-link` (absolute) and `/rel-link` (`../..`-relative), both aimed at the host
+/// directory, and bind-mounts a payload (with a `marker` file) through `/abs-link/existing`.
+/// Inside the rootfs both links must resolve as if the rootfs were `/`: to /tmp/<name>, which
+/// the image also has. Returns <name>.
+fn plant_links(b: &mut Bundle, host: &HostTarget) -> String {
+    let name = host.name();
+    fs::create_dir_all(b.rootfs().join("tmp").join(&name).join("existing")).unwrap();
+    symlink(&host.0, b.rootfs().join("abs-link")).unwrap();
+    symlink(format!("../../../../../../../../tmp/{name}"), b.rootfs().join("rel-link")).unwrap();
+    let src = host_dir(b, "payload");
+    fs::write(src.join("marker"), "payload\n").unwrap();
+    add_mount(b, json!({"destination": "/abs-link/existing", "type": "bind", "source": src, "options": ["bind"]}));
+    name
+}
+
 #[test]
 fn a_symlink_in_the_rootfs_cannot_send_a_mount_outside_it() {
     let t = Tally::new();
     let mut b = Bundle::busybox("rfs-symlink");
     let host = HostTarget::new();
-    let name = host.name();
-    // Absolute and relative links, both aimed at the host directory. Inside the rootfs they
-    // must resolve as if the rootfs were `/`: to /tmp/<name>, which the image also has.
-    fs::create_dir_all(b.rootfs().join("tmp").join(&name).join("existing")).unwrap();
-    symlink(&host.0, b.rootfs().join("abs-link")).unwrap();
-    symlink(format!("../../../../../../../../tmp/{name}"), b.rootfs().join("rel-link")).unwrap();
-    let src = host_dir(&b, "payload");
-    fs::write(src.join("marker"), "payload\n").unwrap();
-    add_mount(&mut b, json!({"destination": "/abs-link/existing", "type": "bind", "source": src, "options": ["bind"]}));
+    let name = plant_links(&mut b, &host);
     add_mount(&mut b, json!({"destination": "/abs-link/made", "type": "tmpfs", "source": "tmpfs"}));
     add_mount(&mut b, json!({"destination": "/rel-link/made-rel/deeper", "type": "tmpfs", "source": "tmpfs"}));
     b.sh("true");
@@ -412,13 +419,7 @@ fn the_container_sees_mounts_made_through_planted_symlinks_at_their_resolved_pat
     let t = Tally::new();
     let mut b = Bundle::busybox("rfs-symlink-out");
     let host = HostTarget::new();
-    let name = host.name();
-    fs::create_dir_all(b.rootfs().join("tmp").join(&name).join("existing")).unwrap();
-    symlink(&host.0, b.rootfs().join("abs-link")).unwrap();
-    symlink(format!("../../../../../../../../tmp/{name}"), b.rootfs().join("rel-link")).unwrap();
-    let src = host_dir(&b, "payload");
-    fs::write(src.join("marker"), "payload\n").unwrap();
-    add_mount(&mut b, json!({"destination": "/abs-link/existing", "type": "bind", "source": src, "options": ["bind"]}));
+    let name = plant_links(&mut b, &host);
     add_mount(&mut b, json!({"destination": "/rel-link/made", "type": "tmpfs", "source": "tmpfs"}));
     b.sh(&format!("cat /abs-link/existing/marker; grep ' /tmp/{name}/' /proc/mounts"));
     let r = t.run_container("rfs-symlink-out", &b).ok();
