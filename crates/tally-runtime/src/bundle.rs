@@ -108,6 +108,9 @@ pub fn validate(spec: &Spec) -> Check {
     if new_userns && !has_mappings {
         return Err(("linux.uidMappings", "a new user namespace needs uid and gid mappings".into()));
     }
+    if let Some(hooks) = spec.hooks() {
+        crate::hooks::validate(hooks).map_err(|e| ("hooks", e.to_string()))?;
+    }
     crate::security::rlimits::validate(process.rlimits().as_deref().unwrap_or_default())
         .map_err(|e| ("process.rlimits", e.to_string()))?;
     if let Some(sysctl) = linux.sysctl() {

@@ -33,6 +33,10 @@ pub enum Message {
     Committed,
     /// init → runtime: setup failed with this message.
     Failed(String),
+    /// init → runtime: the namespaces exist and the rootfs is mounted (not yet pivoted): run
+    /// the prestart and createRuntime hooks; the runtime answers `InitPid` with the init's
+    /// host PID, which the hooks the init runs itself report.
+    RuntimeHooks,
 }
 
 const MAX_MESSAGE: usize = 8192;
@@ -68,6 +72,7 @@ impl Channel {
             }
             Message::Ready => buf.push(4),
             Message::Committed => buf.push(5),
+            Message::RuntimeHooks => buf.push(7),
             Message::Failed(text) => {
                 buf.push(6);
                 let bytes = text.as_bytes();
@@ -131,6 +136,7 @@ fn decode(b: &[u8]) -> Result<Message, ChannelError> {
         4 => Message::Ready,
         5 => Message::Committed,
         6 => Message::Failed(String::from_utf8_lossy(rest).into_owned()),
+        7 => Message::RuntimeHooks,
         other => return Err(ChannelError::Malformed(other)),
     })
 }
@@ -149,6 +155,7 @@ mod tests {
             Message::Ready,
             Message::Committed,
             Message::Failed("mount /proc: permission denied".into()),
+            Message::RuntimeHooks,
         ];
         for m in &msgs {
             a.send(m).unwrap();

@@ -70,6 +70,9 @@ pub struct ContainerState {
     pub systemd_cgroup: bool,
     /// True when tally chose the cgroup path itself, so it may prune the empty parent it made.
     pub default_cgroup_path: bool,
+    /// The config's hooks: poststart and poststop run in later commands.
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 /// The runc-shaped document `tally state` prints.
@@ -210,6 +213,11 @@ impl ContainerDir {
         self.path.join(FIFO_FILE)
     }
 
+    /// Where the container process explains a failure after `start` released it.
+    pub fn start_error_path(&self) -> PathBuf {
+        self.path.join("start.err")
+    }
+
     fn io_err(&self, path: PathBuf) -> impl FnOnce(io::Error) -> StateError + '_ {
         move |source| StateError::Io { id: self.id.clone(), path, source }
     }
@@ -299,6 +307,7 @@ mod tests {
             cgroup_path: "/tally/x".into(),
             systemd_cgroup: false,
             default_cgroup_path: true,
+            hooks: None,
         }
     }
 

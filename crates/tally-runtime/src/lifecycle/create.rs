@@ -49,8 +49,10 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     let result = (|| {
         let cgroup = Cgroup::open(&cg_path, default_cg, opts.systemd_cgroup, container_id)?;
         let spawned = spawn::spawn(&Request {
+            id: container_id,
             bundle: &bundle,
             fifo: &dir.fifo_path(),
+            start_error: &dir.start_error_path(),
             console_socket: opts.console_socket,
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
@@ -76,6 +78,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             cgroup_path: cgroup.path().to_path_buf(),
             systemd_cgroup: opts.systemd_cgroup,
             default_cgroup_path: default_cg,
+            hooks: bundle.spec.hooks().clone(),
         };
         let saved = dir.save(&state).map_err(LifecycleError::from).and_then(|()| match opts.pid_file {
             Some(p) => write_pid_file(p, spawned.pid),
@@ -122,15 +125,6 @@ fn warn_about_ignored(spec: &oci_spec::runtime::Spec) {
     let linux = spec.linux().as_ref();
     if linux.and_then(|l| l.seccomp().as_ref()).is_some() {
         tracing::warn!("linux.seccomp: not implemented yet in tally; the container runs without a seccomp filter");
-    }
-    if let Some(h) = spec.hooks() {
-        let any =
-            [h.prestart(), h.create_runtime(), h.create_container(), h.start_container(), h.poststart(), h.poststop()]
-                .iter()
-                .any(|v| v.as_ref().is_some_and(|v| !v.is_empty()));
-        if any {
-            tracing::warn!("hooks: not implemented yet in tally; none of the configured hooks will run");
-        }
     }
     let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists();
     let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();

@@ -3,6 +3,7 @@
 
 use super::LifecycleError;
 use crate::cgroups::{self, Cgroup};
+use crate::hooks::{self, Phase};
 use crate::spawn::kill_and_wait_checked;
 use crate::state::{ContainerDir, Lock, StateError, StateRoot, Status};
 
@@ -66,5 +67,7 @@ pub(super) fn delete_with(
     }
     cgroup.remove()?;
     dir.remove()?;
+    let doc = hooks::state_json(id, "stopped", None, &state.bundle, &state.annotations);
+    hooks::run_all_warn(Phase::Poststop, state.hooks.as_ref(), &doc);
     Ok(())
 }

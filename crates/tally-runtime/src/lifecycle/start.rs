@@ -5,8 +5,16 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
 use super::LifecycleError;
+use crate::hooks::{self, Phase};
+use crate::proc_info::{self, Liveness};
 use crate::state::{ContainerDir, Lock, StateRoot, Status};
+
+/// How long `start` waits for startContainer hooks and the exec.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
     let dir = ContainerDir::open(root, id, Lock::Exclusive)?;
@@ -22,6 +30,7 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
             })
         }
     }
+    let state = state.expect("a created container has a state");
     let fifo = dir.fifo_path();
     let err = |source| LifecycleError::Start { id: id.into(), source };
     // Non-blocking: with no reader (the process died since the status check) this fails with
@@ -36,5 +45,24 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
         })?;
     f.write_all(&[0]).map_err(err)?;
     fs::remove_file(&fifo).map_err(err)?;
+    // The container process holds the fifo until exec closes it (close-on-exec) or it exits:
+    // with no reader left, poll reports POLLERR. Whether the process is still alive then tells
+    // which, so a failing startContainer hook or exec is this command's error, not a silent
+    // dead container.
+    let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: 0, revents: 0 };
+    let ms = EXEC_TIMEOUT.as_millis() as i32;
+    // SAFETY: one valid pollfd; events 0 still reports POLLERR and POLLHUP.
+    let ready = unsafe { libc::poll(&mut pfd, 1, ms) };
+    if ready == 0 {
+        return Err(err(io::Error::other(format!("the container process did not exec within {EXEC_TIMEOUT:?}"))));
+    }
+    if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone {
+        let why = fs::read_to_string(dir.start_error_path()).unwrap_or_default();
+        let why = if why.is_empty() { "the container process exited before running its program".to_string() } else { why };
+        return Err(err(io::Error::other(why)));
+    }
+    let _ = fs::remove_file(dir.start_error_path());
+    let state_doc = hooks::state_json(id, "running", Some(state.pid), &state.bundle, &state.annotations);
+    hooks::run_all_warn(Phase::Poststart, state.hooks.as_ref(), &state_doc);
     Ok(())
 }

@@ -6,7 +6,7 @@
 //! path ends in exec or `_exit`.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use oci_spec::runtime::LinuxNamespaceType;
@@ -15,13 +15,16 @@ use crate::bundle::Bundle;
 use crate::channel::{Channel, Message};
 use crate::namespaces::{self, Plan, CLONE_NEWTIME};
 use crate::sys::{self, Forked};
+use crate::hooks::{self, Phase};
 use crate::{console, process, rootfs, security};
 
 pub struct Context<'a> {
+    pub id: &'a str,
     pub bundle: &'a Bundle,
     pub plan: &'a Plan,
     pub channel: &'a Channel,
     pub fifo: &'a File,
+    pub start_error: &'a File,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
@@ -52,7 +55,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
 
     // Whatever the runtime had open (the state directory's lock among them) must not stay
     // open here: the lock would outlive `create` and block every later command.
-    let mut keep: Vec<i32> = vec![ctx.channel.raw_fd(), ctx.fifo.as_raw_fd()];
+    let mut keep: Vec<i32> = vec![ctx.channel.raw_fd(), ctx.fifo.as_raw_fd(), ctx.start_error.as_raw_fd()];
     keep.extend(ctx.console_socket.map(|s| s.as_raw_fd()));
     keep.extend(plan.joins.iter().map(|j| j.fd.as_raw_fd()));
     sys::close_fds_except(3 + ctx.preserve_fds, &keep).map_err(|e| format!("close inherited fds: {e}"))?;
@@ -117,6 +120,26 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         security::sysctl::apply(&root, sysctl).map_err(|e| s(&e))?;
     }
     rootfs::protect(&setup, &root).map_err(|e| s(&e))?;
+
+    // The hooks that need the container's namespaces but the runtime's filesystem view.
+    let hooks = spec.hooks().as_ref();
+    let any_hooks = hooks.is_some_and(|h| {
+        [Phase::Prestart, Phase::CreateRuntime, Phase::CreateContainer, Phase::StartContainer]
+            .iter()
+            .any(|p| !p.of(h).is_empty())
+    });
+    let mut hook_state = Vec::new();
+    if any_hooks {
+        ctx.channel.send(&Message::RuntimeHooks).map_err(|e| s(&e))?;
+        let host_pid = match ctx.channel.recv() {
+            Ok(Message::InitPid(pid)) => pid,
+            Ok(other) => return Err(format!("sync channel: expected the init pid, got {other:?}")),
+            Err(e) => return Err(s(&e)),
+        };
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        hook_state = hooks::state_json(ctx.id, "created", Some(host_pid), &ctx.bundle.dir, &annotations);
+        hooks::run_all(Phase::CreateContainer, hooks, &hook_state).map_err(|e| s(&e))?;
+    }
     let user = proc_cfg.user();
     let slave = match ctx.console_socket {
         Some(sock) => Some(console::allocate(&root, sock, user.uid(), user.gid()).map_err(|e| s(&e))?),
@@ -162,6 +185,13 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
             // SAFETY: as above.
             unsafe { libc::_exit(1) }
         }
+    }
+    // startContainer hooks run here, after start, in the container; a failure is written where
+    // `start` reads it, and the process ends without running the program.
+    if let Err(e) = hooks::run_all(Phase::StartContainer, hooks, &hook_state) {
+        let _ = (&*ctx.start_error).write_all(e.to_string().as_bytes());
+        // SAFETY: ends the process without unwinding into the runtime's code.
+        unsafe { libc::_exit(1) }
     }
     process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
     // Last before exec (seccomp, when it comes, goes right before or after it as the spec says).

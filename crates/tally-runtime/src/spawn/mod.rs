@@ -19,6 +19,7 @@ use crate::cgroups::{Cgroup, CgroupError};
 use crate::channel::{Channel, ChannelError, Message};
 use crate::console::{self, ConsoleError};
 use crate::namespaces::{self, NamespaceError, Plan};
+use crate::hooks::{self, Phase};
 use crate::proc_info;
 use crate::sys::{self, Forked};
 
@@ -47,12 +48,19 @@ pub enum SpawnError {
     Died(String),
     #[error("sync channel: unexpected message {0:?}")]
     Unexpected(Message),
+    #[error(transparent)]
+    Hook(#[from] crate::hooks::HookError),
+    #[error("start error file {path}: {source}")]
+    StartError { path: PathBuf, source: io::Error },
 }
 
 /// How `create` was asked to start the container.
 pub struct Request<'a> {
+    pub id: &'a str,
     pub bundle: &'a Bundle,
     pub fifo: &'a Path,
+    /// Where the container process writes why it failed after `start` released it.
+    pub start_error: &'a Path,
     pub console_socket: Option<&'a Path>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
@@ -108,6 +116,14 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
         None
     };
     let fifo = make_fifo(req.fifo)?;
+    let start_error = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .custom_flags(libc::O_CLOEXEC)
+        .open(req.start_error)
+        .map_err(|source| SpawnError::StartError { path: req.start_error.into(), source })?;
     let (ours, theirs) = Channel::pair(req.timeout).map_err(ChannelError::Io)?;
 
     if plan.creates(LinuxNamespaceType::Time) {
@@ -122,10 +138,12 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
         Forked::Child => {
             drop(ours);
             let code = init::run(init::Context {
+                id: req.id,
                 bundle: req.bundle,
                 plan: &plan,
                 channel: &theirs,
                 fifo: &fifo,
+                start_error: &start_error,
                 console_socket: console_socket.as_ref(),
                 no_pivot: req.no_pivot,
                 preserve_fds: req.preserve_fds,
@@ -138,6 +156,7 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
     };
     drop(theirs);
     drop(fifo);
+    drop(start_error);
     drop(console_socket);
 
     let mut init_pid = child;
@@ -160,6 +179,13 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                     // The intermediate process exits right after sending this.
                     // SAFETY: waitpid on our own child with a null status pointer.
                     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                }
+                Ok(Message::RuntimeHooks) => {
+                    let annotations = spec.annotations().clone().unwrap_or_default();
+                    let state = hooks::state_json(req.id, "created", Some(init_pid), &req.bundle.dir, &annotations);
+                    hooks::run_all(Phase::Prestart, spec.hooks().as_ref(), &state)?;
+                    hooks::run_all(Phase::CreateRuntime, spec.hooks().as_ref(), &state)?;
+                    ours.send(&Message::InitPid(init_pid))?;
                 }
                 Ok(Message::Ready) => return Ok(()),
                 Ok(Message::Failed(msg)) => return Err(SpawnError::Init(msg)),
