@@ -58,7 +58,8 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
     }
     if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone {
         let why = fs::read_to_string(dir.start_error_path()).unwrap_or_default();
-        let why = if why.is_empty() { "the container process exited before running its program".to_string() } else { why };
+        let why =
+            if why.is_empty() { "the container process exited before running its program".to_string() } else { why };
         return Err(err(io::Error::other(why)));
     }
     let _ = fs::remove_file(dir.start_error_path());

@@ -13,9 +13,9 @@ use oci_spec::runtime::LinuxNamespaceType;
 
 use crate::bundle::Bundle;
 use crate::channel::{Channel, Message};
+use crate::hooks::{self, Phase};
 use crate::namespaces::{self, Plan, CLONE_NEWTIME};
 use crate::sys::{self, Forked};
-use crate::hooks::{self, Phase};
 use crate::{console, process, rootfs, security};
 
 pub struct Context<'a> {

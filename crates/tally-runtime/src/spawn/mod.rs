@@ -18,8 +18,8 @@ use crate::bundle::Bundle;
 use crate::cgroups::{Cgroup, CgroupError};
 use crate::channel::{Channel, ChannelError, Message};
 use crate::console::{self, ConsoleError};
-use crate::namespaces::{self, NamespaceError, Plan};
 use crate::hooks::{self, Phase};
+use crate::namespaces::{self, NamespaceError, Plan};
 use crate::proc_info;
 use crate::sys::{self, Forked};
 
