@@ -43,6 +43,10 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     rootfs::check_propagation(&bundle.spec)?;
     warn_about_ignored(&bundle.spec);
     let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
+    let seccomp = match linux.seccomp() {
+        Some(cfg) => Some(security::seccomp::compile(cfg)?),
+        None => None,
+    };
     let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
 
     let dir = ContainerDir::create(root, container_id)?;
@@ -53,6 +57,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             bundle: &bundle,
             fifo: &dir.fifo_path(),
             start_error: &dir.start_error_path(),
+            seccomp: seccomp.as_ref(),
             console_socket: opts.console_socket,
             no_pivot: opts.no_pivot,
             preserve_fds: opts.preserve_fds,
@@ -123,9 +128,6 @@ fn warn_about_ignored(spec: &oci_spec::runtime::Spec) {
         tracing::warn!("process.capabilities: {w}");
     }
     let linux = spec.linux().as_ref();
-    if linux.and_then(|l| l.seccomp().as_ref()).is_some() {
-        tracing::warn!("linux.seccomp: not implemented yet in tally; the container runs without a seccomp filter");
-    }
     let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists();
     let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
     if process.and_then(|p| p.apparmor_profile().as_ref()).is_some() {

@@ -36,6 +36,8 @@ pub enum LifecycleError {
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Seccomp(#[from] crate::security::seccomp::SeccompError),
     #[error("container {id} is {status}: {message}")]
     WrongStatus { id: String, status: Status, message: &'static str },
     #[error("container {0} is still being created")]

@@ -5,6 +5,7 @@
 
 pub mod capabilities;
 pub mod rlimits;
+pub mod seccomp;
 pub mod sysctl;
 
 use std::io;
@@ -17,6 +18,8 @@ pub enum SecurityError {
     Rlimit(#[from] rlimits::RlimitError),
     #[error(transparent)]
     Sysctl(#[from] sysctl::SysctlError),
+    #[error(transparent)]
+    Seccomp(#[from] seccomp::SeccompError),
     #[error("process.oomScoreAdj {value}: {source}")]
     OomScoreAdj { value: i32, source: io::Error },
     #[error("process.noNewPrivileges: {0}")]

@@ -25,6 +25,7 @@ pub struct Context<'a> {
     pub channel: &'a Channel,
     pub fifo: &'a File,
     pub start_error: &'a File,
+    pub seccomp: Option<&'a security::seccomp::Filter>,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
@@ -158,6 +159,11 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     // While the process still has every capability: limits that may need raising.
     security::rlimits::apply(proc_cfg.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
     security::set_oom_score_adj(proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
+    let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
+    // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
+    if let (Some(filter), false) = (ctx.seccomp, nnp) {
+        filter.load().map_err(|e| s(&e))?;
+    }
     let caps = security::capabilities::Plan::new(proc_cfg.capabilities().as_ref());
     if let Some(caps) = &caps {
         caps.before_user_switch().map_err(|e| s(&e))?;
@@ -194,8 +200,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         unsafe { libc::_exit(1) }
     }
     process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
-    // Last before exec (seccomp, when it comes, goes right before or after it as the spec says).
-    security::set_no_new_privs(proc_cfg.no_new_privileges().unwrap_or(false)).map_err(|e| s(&e))?;
+    security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
     // A signal mask and ignored signals survive execve: the Rust runtime ignores SIGPIPE at
     // startup, and the program must not inherit that (nor any blocked signal).
     // SAFETY: an empty, initialised set; signal() with SIG_DFL on every catchable signal
@@ -209,6 +214,11 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+    // With no_new_privs the filter goes on last, so it constrains the program and nothing of
+    // the setup.
+    if let (Some(filter), true) = (ctx.seccomp, nnp) {
+        filter.load().map_err(|e| s(&e))?;
     }
     Ok(program)
 }

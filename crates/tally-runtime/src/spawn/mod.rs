@@ -61,6 +61,7 @@ pub struct Request<'a> {
     pub fifo: &'a Path,
     /// Where the container process writes why it failed after `start` released it.
     pub start_error: &'a Path,
+    pub seccomp: Option<&'a crate::security::seccomp::Filter>,
     pub console_socket: Option<&'a Path>,
     pub no_pivot: bool,
     pub preserve_fds: u32,
@@ -144,6 +145,7 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                 channel: &theirs,
                 fifo: &fifo,
                 start_error: &start_error,
+                seccomp: req.seccomp,
                 console_socket: console_socket.as_ref(),
                 no_pivot: req.no_pivot,
                 preserve_fds: req.preserve_fds,
