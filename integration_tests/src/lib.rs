@@ -266,7 +266,8 @@ impl Drop for Tally {
                     .status();
             }
         }
-        let _ = fs::remove_dir(&self.root);
+        // The root may also hold tally's own entries (the seccomp cache).
+        let _ = fs::remove_dir_all(&self.root);
     }
 }
 

@@ -109,3 +109,20 @@ fn a_malformed_profile_is_refused_at_create_naming_the_field() {
         t.assert_clean("sc-bad", &b);
     }
 }
+
+#[test]
+fn a_profile_seen_before_is_loaded_from_the_cache_with_the_same_effect() {
+    let t = Tally::new();
+    let profile = json!([{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]);
+    for id in ["sc-cache-1", "sc-cache-2"] {
+        let mut b = Bundle::busybox(id);
+        with_profile(&mut b, profile.clone(), true);
+        b.sh("mkdir /tmp/d 2>&1; echo mkdir=$?");
+        let r = t.run_container(id, &b).ok();
+        assert!(r.stdout.contains("Operation not permitted") && r.stdout.contains("mkdir=1"), "{id}: {}", r.stdout);
+        t.assert_clean(id, &b);
+        let cached: Vec<_> = std::fs::read_dir(t.root.join(".seccomp-cache")).unwrap().collect();
+        assert_eq!(cached.len(), 1, "one profile, one cache entry");
+    }
+    assert_eq!(t.run(&["list", "-q"]).ok().stdout, "", "the cache is not a container");
+}

@@ -7,7 +7,7 @@ pub enum IdError {
     Empty,
     #[error("invalid container id {0:?}: longer than {MAX_ID_LEN} characters")]
     TooLong(String),
-    #[error("invalid container id {0:?}: \".\" and \"..\" are not container ids")]
+    #[error("invalid container id {0:?}: ids may not start with \".\"")]
     Dots(String),
     #[error("invalid container id {0:?}: only letters, digits, '_', '+', '-' and '.' are allowed")]
     BadChar(String),
@@ -23,7 +23,8 @@ pub fn validate(id: &str) -> Result<(), IdError> {
     if id.len() > MAX_ID_LEN {
         return Err(IdError::TooLong(id.chars().take(64).collect()));
     }
-    if id == "." || id == ".." {
+    // Names starting with a dot are kept for tally's own entries in the state root.
+    if id.starts_with('.') {
         return Err(IdError::Dots(id.to_string()));
     }
     let ok = id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
@@ -49,7 +50,9 @@ mod tests {
         assert_eq!(validate(""), Err(IdError::Empty));
         assert!(matches!(validate(".."), Err(IdError::Dots(_))));
         assert!(matches!(validate("."), Err(IdError::Dots(_))));
-        for id in ["a/b", "../x", "a b", "a\nb", "ü", "a\0"] {
+        assert!(matches!(validate("../x"), Err(IdError::Dots(_))));
+        assert!(matches!(validate(".hidden"), Err(IdError::Dots(_))));
+        for id in ["a/b", "x/../y", "a b", "a\nb", "ü", "a\0"] {
             assert!(matches!(validate(id), Err(IdError::BadChar(_))), "{id:?}");
         }
         assert!(matches!(validate(&"x".repeat(2000)), Err(IdError::TooLong(_))));

@@ -128,7 +128,8 @@ impl StateRoot {
             .filter_map(|e| e.ok())
             .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
             .filter_map(|e| e.file_name().into_string().ok())
-            .filter(|id| crate::id::validate(id).is_ok())
+            // Dot-names are tally's own (the seccomp cache), never containers.
+            .filter(|id| !id.starts_with('.') && crate::id::validate(id).is_ok())
             .collect();
         ids.sort();
         Ok(ids)

@@ -44,7 +44,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     warn_about_ignored(&bundle.spec);
     let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
     let seccomp = match linux.seccomp() {
-        Some(cfg) => Some(security::seccomp::compile(cfg)?),
+        Some(cfg) => Some(security::seccomp::compile_cached(cfg, &root.path().join(".seccomp-cache"))?),
         None => None,
     };
     let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
