@@ -26,9 +26,12 @@ fn an_errno_rule_fails_the_syscall_with_that_errno_and_the_filter_is_visible() {
             json!([{"names": ["mkdir", "mkdirat", "no_such_syscall_x"], "action": "SCMP_ACT_ERRNO", "errnoRet": 38}]),
             nnp,
         );
-        b.sh("grep -E '^Seccomp(_filters)?:' /proc/self/status; mkdir /tmp/d 2>&1; echo mkdir=$?");
+        b.sh("grep -E '^(Seccomp|NoNewPrivs):' /proc/self/status; mkdir /tmp/d 2>&1; echo mkdir=$?");
         let r = t.run_container(id, &b).ok();
         assert!(r.stdout.contains("Seccomp:\t2"), "{}", r.stdout);
+        // The filter does not bring no_new_privs with it: that is the config's choice.
+        let expected = format!("NoNewPrivs:\t{}", u8::from(nnp));
+        assert!(r.stdout.contains(&expected), "{}", r.stdout);
         assert!(r.stdout.contains("Function not implemented"), "ENOSYS (38) from mkdir: {}", r.stdout);
         assert!(r.stdout.contains("mkdir=1"), "{}", r.stdout);
         assert!(!b.rootfs().join("tmp/d").exists());
