@@ -251,3 +251,33 @@ fn version_names_tally_and_the_spec() {
     assert!(lines[0].starts_with("tally version "), "{}", r.stdout);
     assert!(lines[1].starts_with("spec: 1."), "{}", r.stdout);
 }
+
+#[test]
+fn start_succeeds_for_a_program_that_exits_at_once() {
+    let t = Tally::new();
+    let b = Bundle::busybox("quick-exit"); // runs `true`
+    for i in 0..5 {
+        let id = format!("qe{i}");
+        t.create(&id, &b).ok();
+        t.run(&["start", &id]).ok();
+        t.wait_status(&id, "stopped");
+        t.run(&["delete", &id]).ok();
+        t.assert_clean(&id, &b);
+    }
+}
+
+#[test]
+fn start_reports_a_program_the_kernel_cannot_execute() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tally::new();
+    let mut b = Bundle::busybox("noexec");
+    let bogus = b.rootfs().join("bin/bogus");
+    std::fs::write(&bogus, "not an executable format\n").unwrap();
+    std::fs::set_permissions(&bogus, std::fs::Permissions::from_mode(0o755)).unwrap();
+    b.edit(|c| c["process"]["args"] = serde_json::json!(["/bin/bogus"]));
+    t.create("nx", &b).ok();
+    t.run(&["start", "nx"]).fails_with(&["nx", "/bin/bogus", "Exec format error"]);
+    t.wait_status("nx", "stopped");
+    t.run(&["delete", "nx"]).ok();
+    t.assert_clean("nx", &b);
+}

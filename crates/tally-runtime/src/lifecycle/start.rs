@@ -10,7 +10,6 @@ use std::time::Duration;
 
 use super::LifecycleError;
 use crate::hooks::{self, Phase};
-use crate::proc_info::{self, Liveness};
 use crate::state::{ContainerDir, Lock, StateRoot, Status};
 
 /// How long `start` waits for startContainer hooks and the exec.
@@ -46,9 +45,9 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
     f.write_all(&[0]).map_err(err)?;
     fs::remove_file(&fifo).map_err(err)?;
     // The container process holds the fifo until exec closes it (close-on-exec) or it exits:
-    // with no reader left, poll reports POLLERR. Whether the process is still alive then tells
-    // which, so a failing startContainer hook or exec is this command's error, not a silent
-    // dead container.
+    // with no reader left, poll reports POLLERR. Then the start error file tells whether it
+    // failed first, so a failing startContainer hook or exec is this command's error, not a
+    // silent dead container.
     let mut pfd = libc::pollfd { fd: f.as_raw_fd(), events: 0, revents: 0 };
     let ms = EXEC_TIMEOUT.as_millis() as i32;
     // SAFETY: one valid pollfd; events 0 still reports POLLERR and POLLHUP.
@@ -56,10 +55,10 @@ pub fn start(root: &StateRoot, id: &str) -> Result<(), LifecycleError> {
     if ready == 0 {
         return Err(err(io::Error::other(format!("the container process did not exec within {EXEC_TIMEOUT:?}"))));
     }
-    if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone {
-        let why = fs::read_to_string(dir.start_error_path()).unwrap_or_default();
-        let why =
-            if why.is_empty() { "the container process exited before running its program".to_string() } else { why };
+    // The process writes there only when a startContainer hook or the exec failed; a program
+    // that ran and already exited (e.g. /bin/true) leaves it empty.
+    let why = fs::read_to_string(dir.start_error_path()).unwrap_or_default();
+    if !why.is_empty() {
         return Err(err(io::Error::other(why)));
     }
     let _ = fs::remove_file(dir.start_error_path());

@@ -218,9 +218,9 @@ pub fn compile_cached(cfg: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Se
     }
     let filter = compile(cfg)?;
     if let Filter::Compiled(ctx) = &filter {
-        if let Ok(program) = export(ctx) {
-            // A cache that cannot be written only costs the next create a compile.
-            let _ = write_entry(cache_dir, &path, &key, &program);
+        // A cache that cannot be written only costs the next create a compile.
+        if let Err(e) = export(ctx).and_then(|program| write_entry(cache_dir, &path, &key, &program)) {
+            tracing::debug!("seccomp cache {}: {e}", path.display());
         }
     }
     Ok(filter)

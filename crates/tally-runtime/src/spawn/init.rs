@@ -36,7 +36,9 @@ pub fn run(ctx: Context) -> i32 {
     match setup(&ctx) {
         Ok(program) => {
             let err = program.exec();
-            // The runtime is gone by now: stderr is the caller's, where runc writes too.
+            // The runtime is gone by now: `start` reads the reason from the start error file;
+            // stderr (the caller's) gets it too, where runc writes it.
+            let _ = (&*ctx.start_error).write_all(err.to_string().as_bytes());
             eprintln!("tally: container process: {err}");
             127
         }
