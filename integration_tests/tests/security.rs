@@ -191,3 +191,18 @@ fn host_wide_sysctls_and_sysctls_without_their_namespace_are_refused() {
     t.create("sec-sysctl-bad", &b).fails_with(&["linux.sysctl", "net.ipv4.ip_forward", "network namespace"]);
     t.assert_clean("sec-sysctl-bad", &b);
 }
+
+#[test]
+fn the_linux32_personality_makes_uname_report_a_32_bit_machine() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("sec-persona");
+    b.sh("uname -m");
+    b.edit(|c| c["linux"]["personality"] = json!({"domain": "LINUX32"}));
+    let r = t.run_container("sec-persona", &b).ok();
+    assert_eq!(r.stdout.trim(), "i686");
+    b.edit(|c| c["linux"]["personality"] = json!({"domain": "LINUX"}));
+    assert_eq!(t.run_container("sec-persona", &b).ok().stdout.trim(), "x86_64");
+    b.edit(|c| c["linux"]["personality"] = json!({"domain": "LINUX", "flags": ["SHORT_INODE"]}));
+    t.create("sec-persona", &b).fails_with(&["linux.personality", "SHORT_INODE"]);
+    t.assert_clean("sec-persona", &b);
+}

@@ -111,6 +111,8 @@ pub fn validate(spec: &Spec) -> Check {
     if let Some(hooks) = spec.hooks() {
         crate::hooks::validate(hooks).map_err(|e| ("hooks", e.to_string()))?;
     }
+    crate::security::validate_personality(linux.personality().as_ref())
+        .map_err(|e| ("linux.personality", e.to_string()))?;
     crate::security::rlimits::validate(process.rlimits().as_deref().unwrap_or_default())
         .map_err(|e| ("process.rlimits", e.to_string()))?;
     if let Some(sysctl) = linux.sysctl() {

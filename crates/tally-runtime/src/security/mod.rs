@@ -24,6 +24,35 @@ pub enum SecurityError {
     OomScoreAdj { value: i32, source: io::Error },
     #[error("process.noNewPrivileges: {0}")]
     NoNewPrivs(io::Error),
+    #[error("linux.personality: {0}")]
+    Personality(String),
+}
+
+/// `linux.personality`: the execution domain (LINUX or LINUX32, which makes `uname -m` report
+/// the 32-bit machine). The spec defines no flags yet; any given is an error, not ignored.
+pub fn validate_personality(p: Option<&oci_spec::runtime::LinuxPersonality>) -> Result<(), SecurityError> {
+    match p.and_then(|p| p.flags().as_ref()) {
+        Some(flags) if !flags.is_empty() => {
+            Err(SecurityError::Personality(format!("flags {flags:?} are not defined by the runtime spec")))
+        }
+        _ => Ok(()),
+    }
+}
+
+pub fn set_personality(p: Option<&oci_spec::runtime::LinuxPersonality>) -> Result<(), SecurityError> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    let Some(p) = p else { return Ok(()) };
+    const PER_LINUX: libc::c_ulong = 0x0000;
+    const PER_LINUX32: libc::c_ulong = 0x0008;
+    let persona = match p.domain() {
+        LinuxPersonalityDomain::PerLinux => PER_LINUX,
+        LinuxPersonalityDomain::PerLinux32 => PER_LINUX32,
+    };
+    // SAFETY: personality takes a plain integer.
+    if unsafe { libc::personality(persona) } < 0 {
+        return Err(SecurityError::Personality(io::Error::last_os_error().to_string()));
+    }
+    Ok(())
 }
 
 pub fn set_oom_score_adj(value: Option<i32>) -> Result<(), SecurityError> {

@@ -161,6 +161,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     // While the process still has every capability: limits that may need raising.
     security::rlimits::apply(proc_cfg.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
     security::set_oom_score_adj(proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
+    security::set_personality(linux.personality().as_ref()).map_err(|e| s(&e))?;
     let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     if let (Some(filter), false) = (ctx.seccomp, nnp) {
