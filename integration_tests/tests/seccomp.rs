@@ -103,7 +103,7 @@ fn a_malformed_profile_is_refused_at_create_naming_the_field() {
         ),
         (
             json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_NOTIFY"}]}),
-            vec!["linux.seccomp.syscalls[0].action", "not implemented yet"],
+            vec!["linux.seccomp.listenerPath", "SCMP_ACT_NOTIFY"],
         ),
     ];
     for (profile, needles) in cases {
@@ -128,4 +128,79 @@ fn a_profile_seen_before_is_loaded_from_the_cache_with_the_same_effect() {
         assert_eq!(cached.len(), 1, "one profile, one cache entry");
     }
     assert_eq!(t.run(&["list", "-q"]).ok().stdout, "", "the cache is not a container");
+}
+
+#[test]
+fn a_notify_rule_hands_the_syscall_to_the_listener_which_answers_it() {
+    use std::io::IoSliceMut;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::unix::net::UnixListener;
+
+    let t = Tally::new();
+    let mut b = Bundle::busybox("sc-notify");
+    let sock_path = b.dir.join("listener.sock");
+    let listener = UnixListener::bind(&sock_path).unwrap();
+    b.edit(|c| {
+        c["process"]["noNewPrivileges"] = json!(true);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock_path,
+            "listenerMetadata": "agent-config-1",
+            "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+        });
+    });
+    b.sh("mkdir /tmp/n 2>&1; echo rc=$?");
+
+    // The agent: take the state and the fd, then answer every notification with EACCES.
+    let agent = std::thread::spawn(move || {
+        let (conn, _) = listener.accept().unwrap();
+        let mut buf = vec![0u8; 65536];
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = nix::sys::socket::recvmsg::<()>(
+                conn.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                nix::sys::socket::MsgFlags::empty(),
+            )
+            .unwrap();
+            let mut fd = None;
+            for c in msg.cmsgs().unwrap() {
+                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+                    // SAFETY: the kernel gave this fd to us alone.
+                    fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
+                }
+            }
+            (msg.bytes, fd.expect("the notify fd came with the state"))
+        };
+        let doc: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let mut answered = 0;
+        loop {
+            // SAFETY: zeroed plain-old-data structs for the two ioctls, which read and write
+            // exactly these types.
+            let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
+            if unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_RECV, &mut req) } != 0 {
+                break; // the filtered process is gone
+            }
+            let mut resp: libc::seccomp_notif_resp = unsafe { std::mem::zeroed() };
+            resp.id = req.id;
+            resp.error = -libc::EACCES;
+            // SAFETY: as above.
+            unsafe { libc::ioctl(fd.as_raw_fd(), libc::SECCOMP_IOCTL_NOTIF_SEND, &mut resp) };
+            answered += 1;
+        }
+        (doc, answered)
+    });
+
+    let r = t.run_container("sc-notify", &b).ok();
+    assert!(r.stdout.contains("Permission denied") && r.stdout.contains("rc=1"), "{}", r.stdout);
+    assert!(!b.rootfs().join("tmp/n").exists());
+    let (doc, answered) = agent.join().unwrap();
+    assert!(answered >= 1);
+    assert_eq!(doc["fds"], json!(["seccompFd"]));
+    assert_eq!(doc["metadata"], "agent-config-1");
+    assert_eq!(doc["state"]["id"], "sc-notify");
+    assert!(doc["pid"].as_i64().unwrap() > 0);
+    t.assert_clean("sc-notify", &b);
 }

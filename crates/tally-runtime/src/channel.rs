@@ -3,7 +3,10 @@
 //! reads as end-of-file, so a failure on either side surfaces as one clear error.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +40,9 @@ pub enum Message {
     /// the prestart and createRuntime hooks; the runtime answers `InitPid` with the init's
     /// host PID, which the hooks the init runs itself report.
     RuntimeHooks,
+    /// init → runtime: the seccomp listener fd travels with this message (SCM_RIGHTS), for
+    /// the runtime to pass on to `linux.seccomp.listenerPath`.
+    SeccompFd,
 }
 
 const MAX_MESSAGE: usize = 8192;
@@ -73,6 +79,7 @@ impl Channel {
             Message::Ready => buf.push(4),
             Message::Committed => buf.push(5),
             Message::RuntimeHooks => buf.push(7),
+            Message::SeccompFd => buf.push(8),
             Message::Failed(text) => {
                 buf.push(6);
                 let bytes = text.as_bytes();
@@ -89,6 +96,10 @@ impl Channel {
     }
 
     pub fn recv(&self) -> Result<Message, ChannelError> {
+        self.recv_with_fd().map(|(m, _)| m)
+    }
+
+    fn wait_readable(&self) -> Result<(), ChannelError> {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         let ms = self.timeout.as_millis().min(i32::MAX as u128) as i32;
         loop {
@@ -106,16 +117,47 @@ impl Channel {
             }
             break;
         }
+        Ok(())
+    }
+
+    /// Sends `msg` with `fd` attached (SCM_RIGHTS).
+    pub fn send_with_fd(&self, msg: &Message, fd: RawFd) -> Result<(), ChannelError> {
+        let tag = match msg {
+            Message::SeccompFd => [8u8],
+            _ => return Err(ChannelError::Malformed(0)),
+        };
+        let fds = [fd];
+        let cmsg = [ControlMessage::ScmRights(&fds)];
+        let iov = [IoSlice::new(&tag)];
+        sendmsg::<()>(self.fd.as_raw_fd(), &iov, &cmsg, MsgFlags::MSG_NOSIGNAL, None).map_err(io::Error::from)?;
+        Ok(())
+    }
+
+    /// Receives a message and the fd that came with it, if any (waits as `recv` does).
+    pub fn recv_with_fd(&self) -> Result<(Message, Option<OwnedFd>), ChannelError> {
+        self.wait_readable()?;
         let mut buf = vec![0u8; MAX_MESSAGE];
-        // SAFETY: buf has MAX_MESSAGE writable bytes and we pass that length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-        if n < 0 {
-            return Err(io::Error::last_os_error().into());
-        }
+        let mut space = nix::cmsg_space!([RawFd; 1]);
+        let (n, fd) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let msg = recvmsg::<()>(self.fd.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)
+                .map_err(io::Error::from)?;
+            let mut fd = None;
+            for c in msg.cmsgs().map_err(io::Error::from)? {
+                if let ControlMessageOwned::ScmRights(fds) = c {
+                    for raw in fds {
+                        // SAFETY: the kernel installed this fd in our table for us alone.
+                        let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                        fd.get_or_insert(owned);
+                    }
+                }
+            }
+            (msg.bytes, fd)
+        };
         if n == 0 {
             return Err(ChannelError::Closed);
         }
-        decode(&buf[..n as usize])
+        Ok((decode(&buf[..n])?, fd))
     }
 
     pub fn raw_fd(&self) -> i32 {
@@ -137,6 +179,7 @@ fn decode(b: &[u8]) -> Result<Message, ChannelError> {
         5 => Message::Committed,
         6 => Message::Failed(String::from_utf8_lossy(rest).into_owned()),
         7 => Message::RuntimeHooks,
+        8 => Message::SeccompFd,
         other => return Err(ChannelError::Malformed(other)),
     })
 }
@@ -156,11 +199,25 @@ mod tests {
             Message::Committed,
             Message::Failed("mount /proc: permission denied".into()),
             Message::RuntimeHooks,
+            Message::SeccompFd,
         ];
         for m in &msgs {
             a.send(m).unwrap();
             assert_eq!(&b.recv().unwrap(), m);
         }
+    }
+
+    #[test]
+    fn an_fd_travels_with_its_message() {
+        let (a, b) = Channel::pair(Duration::from_secs(1)).unwrap();
+        let file = std::fs::File::open("/proc/self/status").unwrap();
+        a.send_with_fd(&Message::SeccompFd, file.as_raw_fd()).unwrap();
+        let (msg, fd) = b.recv_with_fd().unwrap();
+        assert_eq!(msg, Message::SeccompFd);
+        let fd = fd.expect("an fd arrived");
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::fs::File::from(fd), &mut text).unwrap();
+        assert!(text.contains("Name:"));
     }
 
     #[test]

@@ -109,7 +109,7 @@ impl StateRoot {
         &self.path
     }
 
-    fn ensure(&self) -> Result<(), StateError> {
+    pub fn ensure(&self) -> Result<(), StateError> {
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)

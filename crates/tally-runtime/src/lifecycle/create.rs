@@ -43,6 +43,8 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     rootfs::check_propagation(&bundle.spec)?;
     warn_about_ignored(&bundle.spec);
     let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
+    // The seccomp cache lives in the root: make the root (0700) before it writes there.
+    root.ensure()?;
     let seccomp = match linux.seccomp() {
         Some(cfg) => Some(security::seccomp::compile_cached(cfg, &root.path().join(".seccomp-cache"))?),
         None => None,

@@ -92,6 +92,8 @@ struct Hierarchy {
 /// cgroup filesystems under /sys/fs/cgroup as this process's mount table shows them.
 fn host_hierarchies() -> Vec<Hierarchy> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    // The v1 controllers libcgroups places a container in (not rdma or misc): in any other
+    // hierarchy the container has no cgroup of its own to show.
     let known = [
         "cpu",
         "cpuacct",
@@ -105,8 +107,6 @@ fn host_hierarchies() -> Vec<Hierarchy> {
         "net_prio",
         "hugetlb",
         "pids",
-        "rdma",
-        "misc",
     ];
     info.lines()
         .filter_map(|line| {

@@ -12,7 +12,7 @@
 use std::fs;
 use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Seek, Write};
-use std::os::fd::FromRawFd;
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::Path;
 
 use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterAttr, ScmpFilterContext, ScmpSyscall};
@@ -33,12 +33,21 @@ fn lib(op: impl Into<String>) -> impl FnOnce(libseccomp::error::SeccompError) ->
 
 /// A compiled filter, ready to load in the container process.
 pub enum Filter {
-    Compiled(ScmpFilterContext),
+    Compiled {
+        ctx: ScmpFilterContext,
+        notify: bool,
+    },
     /// A BPF program from the cache, with the seccomp(2) flags the profile asks for.
     Cached {
         program: Vec<u8>,
         flags: libc::c_ulong,
+        notify: bool,
     },
+}
+
+/// Whether any rule hands syscalls to a user-space listener (SCMP_ACT_NOTIFY).
+pub fn uses_notify(cfg: &LinuxSeccomp) -> bool {
+    cfg.syscalls().iter().flatten().any(|s| s.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
 fn action(a: LinuxSeccompAction, errno_ret: Option<u32>, field: &str) -> Result<ScmpAction, SeccompError> {
@@ -51,12 +60,13 @@ fn action(a: LinuxSeccompAction, errno_ret: Option<u32>, field: &str) -> Result<
         ScmpActTrace => ScmpAction::Trace(errno_ret.unwrap_or(libc::EPERM as u32) as u16),
         ScmpActLog => ScmpAction::Log,
         ScmpActAllow => ScmpAction::Allow,
-        ScmpActNotify => {
+        ScmpActNotify if field == "defaultAction" => {
             return Err(SeccompError::Invalid {
                 field: field.to_string(),
-                message: "SCMP_ACT_NOTIFY (seccomp user notification) is not implemented yet in tally".into(),
+                message: "SCMP_ACT_NOTIFY cannot be the default action".into(),
             })
         }
+        ScmpActNotify => ScmpAction::Notify,
     })
 }
 
@@ -78,6 +88,12 @@ fn compare(index: usize, op: LinuxSeccompOperator, value: u64, value_two: Option
 /// Compiles the profile. Unknown syscall names are skipped (debug log), as runc does, because
 /// profiles list syscalls of newer kernels and other architectures.
 pub fn compile(cfg: &LinuxSeccomp) -> Result<Filter, SeccompError> {
+    if uses_notify(cfg) && cfg.listener_path().is_none() {
+        return Err(SeccompError::Invalid {
+            field: "listenerPath".into(),
+            message: "is required when a rule uses SCMP_ACT_NOTIFY".into(),
+        });
+    }
     let default = action(cfg.default_action(), cfg.default_errno_ret(), "defaultAction")?;
     let mut ctx = ScmpFilterContext::new(default).map_err(lib("create filter"))?;
     // libseccomp sets no_new_privs itself when it loads a filter unless told not to; whether
@@ -108,7 +124,7 @@ pub fn compile(cfg: &LinuxSeccomp) -> Result<Filter, SeccompError> {
     for (i, sc) in cfg.syscalls().iter().flatten().enumerate() {
         add_syscall_rules(&mut ctx, i, sc, default)?;
     }
-    Ok(Filter::Compiled(ctx))
+    Ok(Filter::Compiled { ctx, notify: uses_notify(cfg) })
 }
 
 fn add_syscall_rules(
@@ -158,11 +174,38 @@ fn add_syscall_rules(
 }
 
 impl Filter {
-    /// Installs the filter on the calling process (irreversible).
-    pub fn load(&self) -> Result<(), SeccompError> {
+    pub fn notify(&self) -> bool {
         match self {
-            Filter::Compiled(ctx) => ctx.load().map_err(lib("load filter")),
-            Filter::Cached { program, flags } => load_bpf(program, *flags),
+            Filter::Compiled { notify, .. } | Filter::Cached { notify, .. } => *notify,
+        }
+    }
+
+    /// Installs the filter on the calling process (irreversible). With notify rules, returns
+    /// the listener fd the kernel made for it.
+    pub fn load(&self) -> Result<Option<OwnedFd>, SeccompError> {
+        match self {
+            Filter::Compiled { ctx, notify } => {
+                ctx.load().map_err(lib("load filter"))?;
+                if !notify {
+                    return Ok(None);
+                }
+                let fd = ctx.get_notify_fd().map_err(lib("get the notify fd"))?;
+                // The fd belongs to the filter context; hand out a copy of our own.
+                // SAFETY: fcntl duplicates a valid fd; the result is new and unowned.
+                let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if dup < 0 {
+                    let message = io::Error::last_os_error().to_string();
+                    return Err(SeccompError::Libseccomp { op: "dup notify fd".into(), message });
+                }
+                // SAFETY: dup is a fresh fd nothing else owns.
+                Ok(Some(unsafe { OwnedFd::from_raw_fd(dup) }))
+            }
+            Filter::Cached { program, flags, notify } => {
+                let flags = if *notify { flags | libc::SECCOMP_FILTER_FLAG_NEW_LISTENER } else { *flags };
+                let fd = load_bpf(program, flags)?;
+                // SAFETY: with NEW_LISTENER, seccomp(2) returned a new fd nothing else owns.
+                Ok(notify.then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) }))
+            }
         }
     }
 }
@@ -183,7 +226,7 @@ fn syscall_flags(cfg: &LinuxSeccomp) -> libc::c_ulong {
     })
 }
 
-fn load_bpf(program: &[u8], flags: libc::c_ulong) -> Result<(), SeccompError> {
+fn load_bpf(program: &[u8], flags: libc::c_ulong) -> Result<libc::c_long, SeccompError> {
     let prog = libc::sock_fprog {
         len: (program.len() / std::mem::size_of::<libc::sock_filter>()) as u16,
         filter: program.as_ptr() as *mut libc::sock_filter,
@@ -197,7 +240,7 @@ fn load_bpf(program: &[u8], flags: libc::c_ulong) -> Result<(), SeccompError> {
         let message = io::Error::last_os_error().to_string();
         return Err(SeccompError::Libseccomp { op: "load cached filter".into(), message });
     }
-    Ok(())
+    Ok(rc)
 }
 
 /// Entries kept in the cache; the oldest go first.
@@ -213,11 +256,11 @@ pub fn compile_cached(cfg: &LinuxSeccomp, cache_dir: &Path) -> Result<Filter, Se
     // filter.
     if let Some(program) = read_entry(&path, &key) {
         if !program.is_empty() && program.len() % std::mem::size_of::<libc::sock_filter>() == 0 {
-            return Ok(Filter::Cached { program, flags: syscall_flags(cfg) });
+            return Ok(Filter::Cached { program, flags: syscall_flags(cfg), notify: uses_notify(cfg) });
         }
     }
     let filter = compile(cfg)?;
-    if let Filter::Compiled(ctx) = &filter {
+    if let Filter::Compiled { ctx, .. } = &filter {
         // A cache that cannot be written only costs the next create a compile.
         if let Err(e) = export(ctx).and_then(|program| write_entry(cache_dir, &path, &key, &program)) {
             tracing::debug!("seccomp cache {}: {e}", path.display());

@@ -43,6 +43,9 @@ pub fn run(ctx: Context) -> i32 {
             127
         }
         Err(msg) => {
+            // Before `Ready` the runtime reads this from the channel; after it (the steps
+            // between start and exec) only the start error file reaches `start`.
+            let _ = (&*ctx.start_error).write_all(msg.as_bytes());
             let _ = ctx.channel.send(&Message::Failed(msg));
             1
         }
@@ -165,7 +168,8 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     if let (Some(filter), false) = (ctx.seccomp, nnp) {
-        filter.load().map_err(|e| s(&e))?;
+        let listener = filter.load().map_err(|e| s(&e))?;
+        hand_over_listener(ctx, listener)?;
     }
     let caps = security::capabilities::Plan::new(proc_cfg.capabilities().as_ref());
     if let Some(caps) = &caps {
@@ -174,6 +178,15 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     process::set_identity(user).map_err(|e| s(&e))?;
     if let Some(caps) = &caps {
         caps.after_user_switch().map_err(|e| s(&e))?;
+    }
+    // A notify filter must be loaded while the runtime is still here to take its listener fd:
+    // now, rather than right before exec.
+    if let (Some(filter), true) = (ctx.seccomp, nnp) {
+        if filter.notify() {
+            security::set_no_new_privs(true).map_err(|e| s(&e))?;
+            let listener = filter.load().map_err(|e| s(&e))?;
+            hand_over_listener(ctx, listener)?;
+        }
     }
 
     ctx.channel.send(&Message::Ready).map_err(|e| s(&e))?;
@@ -221,7 +234,9 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     // With no_new_privs the filter goes on last, so it constrains the program and nothing of
     // the setup.
     if let (Some(filter), true) = (ctx.seccomp, nnp) {
-        filter.load().map_err(|e| s(&e))?;
+        if !filter.notify() {
+            filter.load().map_err(|e| s(&e))?;
+        }
     }
     Ok(program)
 }
@@ -234,4 +249,17 @@ fn become_root() -> std::io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Sends the seccomp listener fd to the runtime, which passes it to `listenerPath`, and waits
+/// until it has.
+fn hand_over_listener(ctx: &Context, listener: Option<OwnedFd>) -> Result<(), String> {
+    let Some(fd) = listener else { return Ok(()) };
+    ctx.channel.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()).map_err(|e| e.to_string())?;
+    drop(fd);
+    match ctx.channel.recv() {
+        Ok(Message::Proceed) => Ok(()),
+        Ok(other) => Err(format!("sync channel: expected proceed, got {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
 }

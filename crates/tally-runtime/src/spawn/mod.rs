@@ -50,6 +50,8 @@ pub enum SpawnError {
     Unexpected(Message),
     #[error(transparent)]
     Hook(#[from] crate::hooks::HookError),
+    #[error("linux.seccomp.listenerPath {path}: {source}")]
+    Listener { path: PathBuf, source: io::Error },
     #[error("start error file {path}: {source}")]
     StartError { path: PathBuf, source: io::Error },
 }
@@ -169,7 +171,17 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
             req.cgroup.apply(resources, &devices)?;
         }
         loop {
-            match ours.recv() {
+            let (msg, fd) = match ours.recv_with_fd() {
+                Ok((m, fd)) => (Ok(m), fd),
+                Err(e) => (Err(e), None),
+            };
+            match msg {
+                Ok(Message::SeccompFd) => {
+                    let fd = fd.ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
+                    let seccomp = linux.seccomp().as_ref().ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
+                    send_to_listener(req, seccomp, init_pid, &fd)?;
+                    ours.send(&Message::Proceed)?;
+                }
                 Ok(Message::UserNamespaceReady) => {
                     if plan.creates(LinuxNamespaceType::User) {
                         write_id_maps(child, linux.uid_mappings(), linux.gid_mappings())?;
@@ -209,6 +221,37 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
         _ => return Err(SpawnError::Died("gone before its state was saved".into())),
     };
     Ok(Spawned { pid: init_pid, start_time, channel: ours })
+}
+
+/// Passes the seccomp notify fd to `linux.seccomp.listenerPath` with the container's state, in
+/// the shape runc sends (so existing seccomp agents read it).
+fn send_to_listener(
+    req: &Request,
+    seccomp: &oci_spec::runtime::LinuxSeccomp,
+    pid: i32,
+    fd: &std::os::fd::OwnedFd,
+) -> Result<(), SpawnError> {
+    let path = seccomp.listener_path().clone().unwrap_or_default();
+    let err = |e: io::Error| SpawnError::Listener { path: path.clone(), source: e };
+    let annotations = req.bundle.spec.annotations().clone().unwrap_or_default();
+    let state: serde_json::Value =
+        serde_json::from_slice(&hooks::state_json(req.id, "creating", Some(pid), &req.bundle.dir, &annotations))
+            .expect("state is JSON");
+    let doc = serde_json::json!({
+        "ociVersion": crate::OCI_VERSION,
+        "fds": ["seccompFd"],
+        "pid": pid,
+        "metadata": seccomp.listener_metadata().clone().unwrap_or_default(),
+        "state": state,
+    });
+    let sock = std::os::unix::net::UnixStream::connect(&path).map_err(err)?;
+    let payload = serde_json::to_vec(&doc).expect("document serializes");
+    let fds = [fd.as_raw_fd()];
+    let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
+    let iov = [std::io::IoSlice::new(&payload)];
+    nix::sys::socket::sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, nix::sys::socket::MsgFlags::empty(), None)
+        .map_err(|e| err(e.into()))?;
+    Ok(())
 }
 
 fn exit_reason(pid: i32) -> String {
