@@ -36,7 +36,13 @@ failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")
   echo "== vm: $name"
-  "$t" --test-threads=2 || failed="$failed $name"
+  # One hung test must not eat the whole VM's time: each binary gets at most 300 s.
+  timeout 300 "$t" --test-threads=2
+  case $? in
+    0) ;;
+    124|143) echo "== vm: $name did not finish within 300s"; failed="$failed $name(timeout)" ;;
+    *) failed="$failed $name" ;;
+  esac
 done
 if [ -s /tmp/skipped ]; then
   echo "== vm: skipped tests (reason):"

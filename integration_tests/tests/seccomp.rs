@@ -177,6 +177,14 @@ fn a_notify_rule_hands_the_syscall_to_the_listener_which_answers_it() {
         let doc: Value = serde_json::from_slice(&buf[..n]).unwrap();
         let mut answered = 0;
         loop {
+            // A blocked NOTIF_RECV is not woken when the last filtered task exits (kernel 6.1
+            // leaves it asleep for ever); poll reports POLLHUP then, so wait there first.
+            let mut pfd = libc::pollfd { fd: fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd for the duration of the call.
+            let ready = unsafe { libc::poll(&mut pfd, 1, 30_000) };
+            if ready <= 0 || pfd.revents & libc::POLLIN == 0 {
+                break; // the filtered process is gone (POLLHUP), or nothing came for 30 s
+            }
             // SAFETY: zeroed plain-old-data structs for the two ioctls, which read and write
             // exactly these types.
             let mut req: libc::seccomp_notif = unsafe { std::mem::zeroed() };
