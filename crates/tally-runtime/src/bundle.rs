@@ -28,6 +28,8 @@ pub struct Bundle {
     /// Absolute path of the root filesystem, inside the host's view.
     pub rootfs: PathBuf,
     pub spec: Spec,
+    /// config.json as read: `create` keeps a copy in the state directory for `exec`.
+    pub raw: Vec<u8>,
 }
 
 impl Bundle {
@@ -44,19 +46,25 @@ impl Bundle {
         let invalid = |field, message: String| BundleError::Invalid { path: config_path.clone(), field, message };
         validate(&spec).map_err(|(field, msg)| invalid(field, msg))?;
         let rootfs = resolve_rootfs(&dir, &spec).map_err(|(field, msg)| invalid(field, msg))?;
-        Ok(Self { dir, rootfs, spec })
+        Ok(Self { dir, rootfs, spec, raw: data })
     }
 }
 
 /// Parses config.json, naming the JSON path of the first value that does not fit the spec.
 pub fn parse_spec(data: &[u8]) -> Result<Spec, (String, String)> {
+    parse_json(data)
+}
+
+/// Parses a spec document (config.json, an `exec --process` process.json, `update
+/// --resources`), naming the JSON path of the first value that does not fit.
+pub fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, (String, String)> {
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
         let field = if field == "." { "config".to_string() } else { field };
         let mut message = e.into_inner().to_string();
         // oci-spec words an unknown capability as "no variant for X (converted to Y)".
-        if field.starts_with("process.capabilities") {
+        if field.contains("capabilities") {
             if let Some(rest) = message.strip_prefix("no variant for ") {
                 message = format!("unknown capability {}", rest.split(" (").next().unwrap_or(rest));
             }

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt};
+use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
 
@@ -19,6 +19,15 @@ pub enum CgroupError {
     NoSystemd(String),
     #[error("linux.cgroupsPath {0:?}: must be an absolute path without \"..\" for the cgroupfs driver")]
     BadPath(PathBuf),
+    #[error(
+        "--cgroup {0:?}: must be [controller[,controller]:]path, a relative path without \"..\" to an existing \
+         sub-cgroup of the container's"
+    )]
+    BadSub(String),
+    #[error("linux.resources.{field}: the {controller} cgroup controller is not available on this host ({mode})")]
+    NoController { field: &'static str, controller: String, mode: &'static str },
+    #[error("linux.resources.unified {key:?}: {message}")]
+    Unified { key: String, message: String },
 }
 
 /// Devices every container may use (minor -1: all minors): null, zero, full, random, urandom,
@@ -118,6 +127,49 @@ impl Cgroup {
             .map_err(|e| CgroupError::Manager { path: self.path.clone(), message: format!("linux.resources: {e}") })
     }
 
+    /// `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH`: a sub-cgroup of the container's,
+    /// which must exist, in every hierarchy (or the named controllers' hierarchies) that has it.
+    pub fn add_task_to_sub(&self, pid: i32, spec: &str) -> Result<(), CgroupError> {
+        let (controllers, sub) = match spec.split_once(':') {
+            Some((c, p)) => (c.split(',').filter(|c| !c.is_empty()).collect::<Vec<_>>(), p),
+            None => (Vec::new(), spec),
+        };
+        let sub = Path::new(sub.trim_start_matches('/'));
+        let bad = sub.as_os_str().is_empty() || sub.components().any(|c| !matches!(c, std::path::Component::Normal(_)));
+        if bad {
+            return Err(CgroupError::BadSub(spec.into()));
+        }
+        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        let mut joined = 0;
+        for mount in cgroup_mounts() {
+            let name = mount.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            if !controllers.is_empty() && !name.split(',').any(|n| controllers.contains(&n)) {
+                continue;
+            }
+            let dir = mount.join(relative).join(sub);
+            if dir.is_dir() {
+                fs::write(dir.join("cgroup.procs"), pid.to_string())
+                    .map_err(|e| self.err(format!("{}: {e}", dir.display())))?;
+                joined += 1;
+            }
+        }
+        if joined == 0 {
+            return Err(CgroupError::BadSub(spec.into()));
+        }
+        Ok(())
+    }
+
+    /// Freezes (pause) or thaws (resume) every process in the cgroup.
+    pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
+        let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
+        self.manager.freeze(state).map_err(|e| self.err(format!("freezer: {e}")))
+    }
+
+    /// The controllers' counters (cpu, memory, pids, blkio, hugetlb) as libcgroups reads them.
+    pub fn stats(&self) -> Result<libcgroups::stats::Stats, CgroupError> {
+        self.manager.stats().map_err(|e| self.err(format!("stats: {e}")))
+    }
+
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
         let pids = self.manager.get_all_pids().map_err(|e| self.err(e))?;
         Ok(pids.into_iter().map(|p| p.as_raw()).collect())
@@ -135,6 +187,96 @@ impl Cgroup {
     fn err(&self, e: impl std::fmt::Display) -> CgroupError {
         CgroupError::Manager { path: self.path.clone(), message: e.to_string() }
     }
+}
+
+/// The controllers this host offers: on a pure v2 host those in the root's
+/// `cgroup.controllers`, otherwise the v1 hierarchies mounted (the v2 one of a hybrid host
+/// has none).
+pub fn available_controllers() -> (bool, Vec<String>) {
+    if let Ok(list) = fs::read_to_string("/sys/fs/cgroup/cgroup.controllers") {
+        return (true, list.split_whitespace().map(String::from).collect());
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut out = Vec::new();
+    for line in info.lines() {
+        let Some((_, right)) = line.split_once(" - ") else { continue };
+        let mut f = right.split_whitespace();
+        if f.next() != Some("cgroup") {
+            continue;
+        }
+        for opt in f.nth(1).unwrap_or_default().split(',') {
+            if !matches!(opt, "rw" | "ro" | "nosuid" | "nodev" | "noexec" | "relatime" | "xattr")
+                && !opt.starts_with("name=")
+                && !opt.contains('=')
+            {
+                out.push(opt.to_string());
+            }
+        }
+    }
+    (false, out)
+}
+
+/// Refuses limits whose controller this host lacks (the spec: a runtime must not silently
+/// drop a configured limit). Empty sections need nothing.
+pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
+    let (v2, available) = available_controllers();
+    let mode = if v2 { "cgroup v2" } else { "cgroup v1" };
+    let has = |c: &str| available.iter().any(|a| a == c);
+    let need = |field: &'static str, controller: &str| -> Result<(), CgroupError> {
+        if has(controller) {
+            Ok(())
+        } else {
+            Err(CgroupError::NoController { field, controller: controller.into(), mode })
+        }
+    };
+    if let Some(m) = res.memory() {
+        if *m != Default::default() {
+            need("memory", "memory")?;
+        }
+    }
+    if let Some(c) = res.cpu() {
+        let cpu_part = c.shares().is_some()
+            || c.quota().is_some()
+            || c.period().is_some()
+            || c.burst().is_some()
+            || c.realtime_period().is_some()
+            || c.realtime_runtime().is_some()
+            || c.idle().is_some();
+        if cpu_part {
+            need("cpu", "cpu")?;
+        }
+        if c.cpus().as_deref().is_some_and(|s| !s.is_empty()) || c.mems().as_deref().is_some_and(|s| !s.is_empty()) {
+            need("cpu.cpus", "cpuset")?;
+        }
+    }
+    if res.pids().is_some() {
+        need("pids", "pids")?;
+    }
+    if let Some(b) = res.block_io() {
+        if *b != Default::default() {
+            need("blockIO", if v2 { "io" } else { "blkio" })?;
+        }
+    }
+    if res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
+        need("hugepageLimits", "hugetlb")?;
+    }
+    if res.rdma().as_ref().is_some_and(|r| !r.is_empty()) {
+        need("rdma", "rdma")?;
+    }
+    for key in res.unified().iter().flatten().map(|(k, _)| k) {
+        let err = |message: &str| CgroupError::Unified { key: key.clone(), message: message.into() };
+        if key.contains('/') || key.contains("..") || !key.contains('.') {
+            return Err(err("not a cgroup file name"));
+        }
+        if !v2 {
+            return Err(err("unified keys need cgroup v2, and this host uses cgroup v1"));
+        }
+        let controller = key.split('.').next().unwrap_or_default();
+        if controller != "cgroup" && !has(controller) {
+            return Err(err(&format!("the {controller} controller is not available on this host")));
+        }
+    }
+    Ok(())
 }
 
 /// Removes `<hierarchy>/tally` from every mounted hierarchy where it is empty. rmdir on a

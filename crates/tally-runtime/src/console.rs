@@ -4,6 +4,7 @@
 
 use std::io::{self, IoSlice};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -38,9 +39,34 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
 /// own /dev/ptmx), sends the master to `socket`, binds the slave onto /dev/console and returns
 /// the slave.
 pub fn allocate(root: &Root, socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
-    let master = root
+    let ptmx = root
         .open_with(Path::new("/dev/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
         .map_err(io_err("open /dev/ptmx in the container"))?;
+    let (master, slave, num) = open_pty(ptmx, uid, gid)?;
+    let console = root.ensure(Path::new("/dev/console"), Kind::File).map_err(io_err("create /dev/console"))?;
+    mount(Some(&fd_path(&slave)), &fd_path(&console), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| io_err("bind pty onto /dev/console")(e.into()))?;
+    send_master(socket, &master, num)?;
+    Ok(slave)
+}
+
+/// For a process joining a running container (`exec --tty`): a pty from the /dev/ptmx of the
+/// root this process is already in, its master sent to `socket`. /dev/console stays the init's.
+pub fn allocate_joined(socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
+    let ptmx: OwnedFd = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open("/dev/ptmx")
+        .map_err(io_err("open /dev/ptmx in the container"))?
+        .into();
+    let (master, slave, num) = open_pty(ptmx, uid, gid)?;
+    send_master(socket, &master, num)?;
+    Ok(slave)
+}
+
+/// Unlocks the pty behind `master` and opens its slave, owned by uid:gid.
+fn open_pty(master: OwnedFd, uid: u32, gid: u32) -> Result<(OwnedFd, OwnedFd, u32), ConsoleError> {
     let unlock: libc::c_int = 0;
     // SAFETY: TIOCSPTLCK reads one int through the pointer, which points to a live local.
     if unsafe { libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) } != 0 {
@@ -62,15 +88,13 @@ pub fn allocate(root: &Root, socket: &OwnedFd, uid: u32, gid: u32) -> Result<Own
     let slave = unsafe { OwnedFd::from_raw_fd(slave) };
     nix::unistd::fchown(slave.as_raw_fd(), Some(uid.into()), Some(gid.into()))
         .map_err(|e| io_err("chown pty slave")(e.into()))?;
+    Ok((master, slave, num))
+}
 
-    let console = root.ensure(Path::new("/dev/console"), Kind::File).map_err(io_err("create /dev/console"))?;
-    mount(Some(&fd_path(&slave)), &fd_path(&console), None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| io_err("bind pty onto /dev/console")(e.into()))?;
-
+fn send_master(socket: &OwnedFd, master: &OwnedFd, num: u32) -> Result<(), ConsoleError> {
     let name = format!("/dev/pts/{num}");
     send_fd(socket.as_raw_fd(), master.as_raw_fd(), name.as_bytes())
-        .map_err(io_err("send pty master to --console-socket"))?;
-    Ok(slave)
+        .map_err(io_err("send pty master to --console-socket"))
 }
 
 fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {

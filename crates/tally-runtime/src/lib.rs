@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod channel;
 pub mod console;
 pub mod default_spec;
+pub mod features;
 pub mod hooks;
 pub mod id;
 pub mod lifecycle;

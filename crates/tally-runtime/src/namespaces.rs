@@ -165,3 +165,49 @@ pub fn unshare(flags: i32) -> Result<(), NamespaceError> {
     }
     Ok(())
 }
+
+/// Every namespace kind a process can join, with its /proc/<pid>/ns entry. `pid` and `time`
+/// take the active namespace, not the one for children.
+const JOINABLE: &[(&str, i32)] = &[
+    ("user", libc::CLONE_NEWUSER),
+    ("mnt", libc::CLONE_NEWNS),
+    ("uts", libc::CLONE_NEWUTS),
+    ("ipc", libc::CLONE_NEWIPC),
+    ("net", libc::CLONE_NEWNET),
+    ("pid", libc::CLONE_NEWPID),
+    ("cgroup", libc::CLONE_NEWCGROUP),
+    ("time", CLONE_NEWTIME),
+];
+
+/// The CLONE_NEW* flags of the namespaces `pid` is in that this process is not: what a
+/// process joining the container must enter. Joining one's own user namespace is EINVAL, so
+/// comparing rather than joining everything is required, not only cheaper.
+pub fn differing(pid: i32) -> io::Result<i32> {
+    use std::os::unix::fs::MetadataExt;
+    let mut flags = 0;
+    for (entry, flag) in JOINABLE {
+        let theirs = match std::fs::metadata(format!("/proc/{pid}/ns/{entry}")) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && *entry == "time" => continue,
+            Err(e) => return Err(e),
+        };
+        let ours = std::fs::metadata(format!("/proc/self/ns/{entry}"))?;
+        if (theirs.dev(), theirs.ino()) != (ours.dev(), ours.ino()) {
+            flags |= flag;
+        }
+    }
+    Ok(flags)
+}
+
+/// setns(2) through a pidfd: all of `flags` at once, in the order the kernel needs (user
+/// first), as one step that either joins them all or none.
+pub fn join_process(pidfd: &OwnedFd, flags: i32) -> Result<(), NamespaceError> {
+    if flags == 0 {
+        return Ok(());
+    }
+    // SAFETY: setns takes an fd we own and a set of namespace flags.
+    if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } != 0 {
+        return Err(NamespaceError::Setns { kind: "container's", source: io::Error::last_os_error() });
+    }
+    Ok(())
+}

@@ -142,6 +142,23 @@ pub fn limit_inherited_fds(preserve: u32) -> Result<(), ProcessError> {
     sys::cloexec_from(3 + preserve).map_err(ProcessError::Fds)
 }
 
+/// A signal mask and ignored signals survive execve: the Rust runtime ignores SIGPIPE at
+/// startup, and the program must not inherit that (nor any blocked signal).
+pub fn reset_signals() {
+    // SAFETY: an empty, initialised set; signal() with SIG_DFL on every catchable signal
+    // installs no handler code.
+    unsafe {
+        for sig in 1..libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+    }
+}
+
 impl Program {
     /// Replaces this process with the program. Returns only on failure.
     pub fn exec(&self) -> ProcessError {

@@ -73,6 +73,12 @@ pub struct ContainerState {
     /// The config's hooks: poststart and poststop run in later commands.
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// Set by `pause`, cleared by `resume`.
+    #[serde(default)]
+    pub paused: bool,
+    /// `linux.resources` as last applied (create, then each `update`).
+    #[serde(default)]
+    pub resources: Option<oci_spec::runtime::LinuxResources>,
 }
 
 /// The runc-shaped document `tally state` prints.
@@ -215,6 +221,12 @@ impl ContainerDir {
     }
 
     /// Where the container process explains a failure after `start` released it.
+    /// The container's config.json as `create` read it: `exec` takes the process defaults and
+    /// the seccomp profile from here, since the bundle may have changed or gone.
+    pub fn config_path(&self) -> PathBuf {
+        self.path.join("config.json")
+    }
+
     pub fn start_error_path(&self) -> PathBuf {
         self.path.join("start.err")
     }
@@ -260,6 +272,8 @@ impl ContainerDir {
         }
         if self.fifo_path().exists() {
             Status::Created
+        } else if state.paused {
+            Status::Paused
         } else {
             Status::Running
         }
@@ -309,6 +323,8 @@ mod tests {
             systemd_cgroup: false,
             default_cgroup_path: true,
             hooks: None,
+            paused: false,
+            resources: None,
         }
     }
 

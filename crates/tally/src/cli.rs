@@ -63,6 +63,102 @@ pub struct CreateArgs {
     pub id: String,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct ExecArgs {
+    /// Unix socket that receives the pty master with --tty
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Working directory of the process
+    #[arg(long)]
+    pub cwd: Option<PathBuf>,
+    /// Set an environment variable (KEY=VALUE); repeatable
+    #[arg(short = 'e', long = "env")]
+    pub env: Vec<String>,
+    /// Allocate a pseudo-terminal
+    #[arg(short = 't', long)]
+    pub tty: bool,
+    /// uid[:gid]
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Additional group ids; repeatable
+    #[arg(short = 'g', long = "additional-gids")]
+    pub additional_gids: Vec<u32>,
+    /// A process.json describing the whole process (- for stdin)
+    #[arg(short = 'p', long)]
+    pub process: Option<PathBuf>,
+    /// Return once the process runs
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// File to write the process's PID to
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility; SELinux is not supported
+    #[arg(long = "process-label")]
+    pub process_label: Option<String>,
+    /// Accepted for runc compatibility; AppArmor is not supported
+    #[arg(long)]
+    pub apparmor: Option<String>,
+    /// Set no_new_privs for the process
+    #[arg(long = "no-new-privs")]
+    pub no_new_privs: bool,
+    /// Add a capability to the bounding, effective and permitted sets; repeatable
+    #[arg(short = 'c', long = "cap")]
+    pub cap: Vec<String>,
+    /// Pass this many extra fds (from 3) to the process
+    #[arg(long = "preserve-fds", default_value_t = 0)]
+    pub preserve_fds: u32,
+    /// Run the process in this sub-cgroup of the container's ([controller:]path)
+    #[arg(long)]
+    pub cgroup: Option<String>,
+    /// Exec even when the container is paused
+    #[arg(long = "ignore-paused")]
+    pub ignore_paused: bool,
+    /// Container ID
+    pub id: String,
+    /// The command and its arguments
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    /// LinuxResources JSON (- for stdin); the flags below are applied on top
+    #[arg(short = 'r', long)]
+    pub resources: Option<PathBuf>,
+    #[arg(long = "blkio-weight")]
+    pub blkio_weight: Option<u16>,
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    #[arg(long = "cpu-quota", allow_hyphen_values = true)]
+    pub cpu_quota: Option<i64>,
+    #[arg(long = "cpu-burst")]
+    pub cpu_burst: Option<u64>,
+    #[arg(long = "cpu-share")]
+    pub cpu_share: Option<u64>,
+    #[arg(long = "cpu-rt-period")]
+    pub cpu_rt_period: Option<u64>,
+    #[arg(long = "cpu-rt-runtime", allow_hyphen_values = true)]
+    pub cpu_rt_runtime: Option<i64>,
+    #[arg(long = "cpuset-cpus")]
+    pub cpuset_cpus: Option<String>,
+    #[arg(long = "cpuset-mems")]
+    pub cpuset_mems: Option<String>,
+    #[arg(long = "cpu-idle", allow_hyphen_values = true)]
+    pub cpu_idle: Option<i64>,
+    /// Memory limit (bytes, or with k, m, g suffix; -1 for none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub memory: Option<String>,
+    #[arg(long = "memory-reservation", allow_hyphen_values = true)]
+    pub memory_reservation: Option<String>,
+    /// Memory plus swap limit (v1 semantics; -1 for none)
+    #[arg(long = "memory-swap", allow_hyphen_values = true)]
+    pub memory_swap: Option<String>,
+    #[arg(long = "pids-limit", allow_hyphen_values = true)]
+    pub pids_limit: Option<i64>,
+    /// Container ID
+    pub id: String,
+}
+
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Write a default config.json
@@ -106,6 +202,35 @@ pub enum Command {
         force: bool,
         id: String,
     },
+    /// Run a new process in a created or running container
+    Exec(ExecArgs),
+    /// Suspend every process of a container (cgroup freezer)
+    Pause { id: String },
+    /// Resume a paused container
+    Resume { id: String },
+    /// List the processes of a container
+    Ps {
+        #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        id: String,
+        /// Arguments for ps(1) (default -ef)
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        ps_args: Vec<String>,
+    },
+    /// Change a container's resource limits
+    Update(UpdateArgs),
+    /// Print a container's statistics and events as JSON lines until it stops
+    Events {
+        /// Print the statistics once and exit
+        #[arg(long)]
+        stats: bool,
+        /// How often statistics are printed
+        #[arg(long, default_value = "5s")]
+        interval: String,
+        id: String,
+    },
+    /// Print what this build and host support, as runtime-spec features JSON
+    Features,
     /// List containers
     List {
         #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
@@ -143,15 +268,101 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "systemd-cgroup",
         "rootless",
         "keep",
+        "console-socket",
+        "cwd",
+        "env",
+        "tty",
+        "user",
+        "additional-gids",
+        "process",
+        "process-label",
+        "apparmor",
+        "no-new-privs",
+        "cap",
+        "cgroup",
+        "ignore-paused",
+        "resources",
+        "stats",
+        "interval",
+        "pids-limit",
+        "memory",
+        "memory-swap",
+        "memory-reservation",
+        "cpu-quota",
+        "cpu-period",
+        "cpu-share",
+        "cpuset-cpus",
+        "cpuset-mems",
+        "blkio-weight",
     ];
-    args.map(|a| {
+    // Flags that take their value as the next argument, so it is not taken for a positional.
+    const VALUED: &[&str] = &[
+        "root",
+        "log",
+        "log-format",
+        "rootless",
+        "bundle",
+        "b",
+        "pid-file",
+        "console-socket",
+        "preserve-fds",
+        "format",
+        "f",
+        "cwd",
+        "env",
+        "e",
+        "user",
+        "u",
+        "additional-gids",
+        "g",
+        "process",
+        "p",
+        "process-label",
+        "apparmor",
+        "cap",
+        "c",
+        "cgroup",
+        "resources",
+        "r",
+        "interval",
+    ];
+    let mut out = Vec::new();
+    let mut command: Option<String> = None;
+    let mut verbatim = false;
+    let mut skip_value = false;
+    for (i, a) in args.enumerate() {
+        if i == 0 || verbatim {
+            out.push(a);
+            continue;
+        }
+        if skip_value {
+            skip_value = false;
+            out.push(a);
+            continue;
+        }
+        if a == "--" {
+            verbatim = true;
+            out.push(a);
+            continue;
+        }
         let name = a.strip_prefix('-').filter(|r| !r.starts_with('-')).map(|r| r.split('=').next().unwrap_or(r));
-        match name {
+        let long = a.strip_prefix("--").map(|r| r.split('=').next().unwrap_or(r));
+        if let Some(flag) = name.or(long) {
+            if VALUED.contains(&flag) && !a.contains('=') {
+                skip_value = true;
+            }
+        } else if command.is_none() {
+            command = Some(a.clone());
+        } else if matches!(command.as_deref(), Some("exec") | Some("ps")) {
+            // The container ID: what follows is the process's own command line.
+            verbatim = true;
+        }
+        out.push(match name {
             Some(n) if LONG.contains(&n) => format!("-{a}"),
             _ => a,
-        }
-    })
-    .collect()
+        });
+    }
+    out
 }
 
 #[cfg(test)]
@@ -164,6 +375,16 @@ mod tests {
         assert_eq!(args, ["tally", "run", "--no-subreaper", "-d", "x"]);
         let cli = Cli::try_parse_from(&args).unwrap();
         assert!(matches!(cli.command, Some(Command::Run { detach: true, no_subreaper: true, .. })));
+    }
+
+    #[test]
+    fn an_exec_command_line_is_left_as_given() {
+        let args = ["tally", "-root", "/r", "exec", "-cwd", "/", "c1", "ls", "-cwd", "-tty"];
+        let args = normalize_args(args.iter().map(|s| s.to_string()));
+        assert_eq!(args, ["tally", "--root", "/r", "exec", "--cwd", "/", "c1", "ls", "-cwd", "-tty"]);
+        let cli = Cli::try_parse_from(&args).unwrap();
+        let Some(Command::Exec(e)) = cli.command else { panic!("not exec") };
+        assert_eq!(e.command, ["ls", "-cwd", "-tty"]);
     }
 
     #[test]

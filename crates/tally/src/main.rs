@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use tally_runtime::lifecycle::{self, CreateOptions, RunOptions};
+use tally_runtime::lifecycle::{self, CreateOptions, ExecOptions, RunOptions, UpdateFlags};
 use tally_runtime::state::StateRoot;
 
 use cli::{Cli, Command, CreateArgs, ListFormat};
@@ -93,8 +93,108 @@ fn dispatch(cli: Cli) -> Result<u8> {
         }
         Command::Delete { force, id } => lifecycle::delete(&root, &id, force)?,
         Command::List { format, quiet } => print_list(&root, format, quiet)?,
+        Command::Exec(a) => {
+            if a.process_label.is_some() || a.apparmor.is_some() {
+                tracing::warn!("--process-label/--apparmor: no LSM is supported by tally on this host; ignored");
+            }
+            let opts = ExecOptions {
+                process_file: a.process,
+                args: a.command,
+                tty: a.tty,
+                console_socket: a.console_socket,
+                detach: a.detach,
+                pid_file: a.pid_file,
+                cwd: a.cwd,
+                env: a.env,
+                user: a.user,
+                additional_gids: a.additional_gids,
+                caps: a.cap,
+                no_new_privs: a.no_new_privs,
+                preserve_fds: a.preserve_fds,
+                ignore_paused: a.ignore_paused,
+                cgroup: a.cgroup,
+            };
+            let code = lifecycle::exec(&root, &a.id, &opts)?;
+            return Ok(code.clamp(0, 255) as u8);
+        }
+        Command::Pause { id } => lifecycle::pause(&root, &id)?,
+        Command::Resume { id } => lifecycle::resume(&root, &id)?,
+        Command::Ps { format, id, ps_args } => print_ps(&root, &id, format, &ps_args)?,
+        Command::Update(a) => {
+            let flags = UpdateFlags {
+                blkio_weight: a.blkio_weight,
+                cpu_period: a.cpu_period,
+                cpu_quota: a.cpu_quota,
+                cpu_burst: a.cpu_burst,
+                cpu_shares: a.cpu_share,
+                cpu_rt_period: a.cpu_rt_period,
+                cpu_rt_runtime: a.cpu_rt_runtime,
+                cpuset_cpus: a.cpuset_cpus,
+                cpuset_mems: a.cpuset_mems,
+                cpu_idle: a.cpu_idle,
+                memory: a.memory,
+                memory_reservation: a.memory_reservation,
+                memory_swap: a.memory_swap,
+                pids_limit: a.pids_limit,
+            };
+            lifecycle::update(&root, &a.id, a.resources.as_deref(), &flags)?;
+        }
+        Command::Events { stats, interval, id } => {
+            if stats {
+                println!("{}", lifecycle::stats_event(&root, &id)?);
+            } else {
+                let every = parse_interval(&interval)?;
+                lifecycle::watch_events(&root, &id, every, |event| {
+                    let mut out = std::io::stdout().lock();
+                    let _ = writeln!(out, "{event}");
+                    let _ = out.flush();
+                })?;
+            }
+        }
+        Command::Features => println!("{}", serde_json::to_string_pretty(&tally_runtime::features::document())?),
     }
     Ok(0)
+}
+
+/// Go's duration syntax as runc takes it for `--interval`: 5s, 500ms, 1m, 1h.
+fn parse_interval(s: &str) -> Result<std::time::Duration> {
+    let bad = || anyhow::anyhow!("--interval {s:?}: not a duration (e.g. 5s, 500ms, 1m)");
+    let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err(bad());
+    }
+    Ok(std::time::Duration::from_secs_f64(secs))
+}
+
+/// runc's `ps`: json is the array of host PIDs; a table is ps(1)'s own output (default -ef),
+/// cut to the container's processes.
+fn print_ps(root: &StateRoot, id: &str, format: ListFormat, ps_args: &[String]) -> Result<()> {
+    let pids = lifecycle::pids(root, id)?;
+    if format == ListFormat::Json {
+        println!("{}", serde_json::to_string(&pids)?);
+        return Ok(());
+    }
+    let args: Vec<String> = if ps_args.is_empty() { vec!["-ef".into()] } else { ps_args.to_vec() };
+    let out = std::process::Command::new("ps")
+        .args(&args)
+        .output()
+        .map_err(|e| anyhow::anyhow!("ps {}: {e}", args.join(" ")))?;
+    if !out.status.success() {
+        anyhow::bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let table =
+        lifecycle::filter_ps_output(&String::from_utf8_lossy(&out.stdout), &pids).map_err(anyhow::Error::msg)?;
+    print!("{table}");
+    Ok(())
 }
 
 fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {

@@ -10,7 +10,7 @@ use super::LifecycleError;
 use crate::bundle::Bundle;
 use crate::cgroups::{self, Cgroup};
 use crate::spawn::{self, Request};
-use crate::state::{ContainerDir, ContainerState, StateRoot};
+use crate::state::{ContainerDir, ContainerState, StateError, StateRoot};
 use crate::{id, rootfs, security, timefmt};
 
 pub struct CreateOptions<'a> {
@@ -50,6 +50,9 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         None => None,
     };
     let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
+    if let Some(res) = linux.resources() {
+        cgroups::check_controllers(res)?;
+    }
 
     let dir = ContainerDir::create(root, container_id)?;
     let result = (|| {
@@ -86,11 +89,18 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             systemd_cgroup: opts.systemd_cgroup,
             default_cgroup_path: default_cg,
             hooks: bundle.spec.hooks().clone(),
+            paused: false,
+            resources: linux.resources().clone(),
         };
-        let saved = dir.save(&state).map_err(LifecycleError::from).and_then(|()| match opts.pid_file {
-            Some(p) => write_pid_file(p, spawned.pid),
-            None => Ok(()),
-        });
+        let saved = fs::write(dir.config_path(), &bundle.raw)
+            .map_err(|source| {
+                LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
+            })
+            .and_then(|()| dir.save(&state).map_err(LifecycleError::from))
+            .and_then(|()| match opts.pid_file {
+                Some(p) => write_pid_file(p, spawned.pid),
+                None => Ok(()),
+            });
         let pid = spawned.pid;
         match saved.and_then(|()| spawned.commit().map_err(LifecycleError::from)) {
             Ok(()) => Ok(Created { pid, cgroup }),
@@ -112,7 +122,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
 
 /// Written to a temporary file in the same directory and renamed, so a caller polling for the
 /// pid file never reads a partial number.
-fn write_pid_file(path: &Path, pid: i32) -> Result<(), LifecycleError> {
+pub(super) fn write_pid_file(path: &Path, pid: i32) -> Result<(), LifecycleError> {
     let err = |source| LifecycleError::PidFile { path: path.into(), source };
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| err(std::io::ErrorKind::InvalidInput.into()))?;

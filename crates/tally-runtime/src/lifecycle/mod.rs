@@ -3,17 +3,28 @@
 
 mod create;
 mod delete;
+mod events;
+mod exec;
+mod foreground;
 mod kill;
+mod pause;
+mod ps;
 mod query;
 mod run;
 mod start;
+mod update;
 
 pub use create::{create, CreateOptions};
 pub use delete::delete;
+pub use events::{runc_stats, stats_event, watch as watch_events};
+pub use exec::{exec, ExecError, ExecOptions};
 pub use kill::kill;
+pub use pause::{pause, resume};
+pub use ps::{filter_ps_output, pids};
 pub use query::{list, state, ListEntry};
 pub use run::{run, RunOptions};
 pub use start::start;
+pub use update::{parse_size, update, UpdateError, UpdateFlags};
 
 use crate::bundle::BundleError;
 use crate::cgroups::CgroupError;
@@ -36,6 +47,10 @@ pub enum LifecycleError {
     Rootfs(#[from] RootfsError),
     #[error(transparent)]
     Spawn(#[from] SpawnError),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Update(#[from] UpdateError),
     #[error(transparent)]
     Seccomp(#[from] crate::security::seccomp::SeccompError),
     #[error("container {id} is {status}: {message}")]

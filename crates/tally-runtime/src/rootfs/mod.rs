@@ -4,7 +4,7 @@
 mod cgroupfs;
 mod devices;
 mod mounts;
-mod options;
+pub mod options;
 mod paths;
 mod pivot;
 pub mod resolve;

@@ -134,6 +134,68 @@ fn effect(opt: &str) -> Option<Effect> {
     }
 }
 
+/// Every option `parse` accepts, for `features`.
+pub const NAMES: &[&str] = &[
+    "async",
+    "atime",
+    "bind",
+    "defaults",
+    "dev",
+    "diratime",
+    "dirsync",
+    "exec",
+    "iversion",
+    "lazytime",
+    "loud",
+    "mand",
+    "noatime",
+    "nodev",
+    "nodiratime",
+    "noexec",
+    "noiversion",
+    "nolazytime",
+    "nomand",
+    "norelatime",
+    "nostrictatime",
+    "nosuid",
+    "nosymfollow",
+    "private",
+    "ratime",
+    "rbind",
+    "rdev",
+    "rdiratime",
+    "relatime",
+    "remount",
+    "rexec",
+    "rnoatime",
+    "rnodev",
+    "rnodiratime",
+    "rnoexec",
+    "rnorelatime",
+    "rnosuid",
+    "rnosymfollow",
+    "ro",
+    "rprivate",
+    "rrelatime",
+    "rro",
+    "rrw",
+    "rshared",
+    "rslave",
+    "rstrictatime",
+    "rsuid",
+    "rsymfollow",
+    "runbindable",
+    "rw",
+    "shared",
+    "silent",
+    "slave",
+    "strictatime",
+    "suid",
+    "symfollow",
+    "sync",
+    "unbindable",
+];
+
 /// Options the spec defines that tally does not implement: an error rather than silence.
 const UNSUPPORTED: &[&str] = &["idmap", "ridmap", "tmpcopyup"];
 
@@ -181,6 +243,13 @@ mod tests {
 
     fn p(opts: &[&str]) -> MountOptions {
         parse(&opts.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn every_name_features_lists_is_accepted() {
+        for n in NAMES {
+            assert!(effect(n).is_some(), "{n}");
+        }
     }
 
     #[test]

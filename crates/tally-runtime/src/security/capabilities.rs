@@ -33,6 +33,13 @@ fn grantable() -> CapsHashSet {
     bounding.intersection(&supported).copied().collect()
 }
 
+/// Every capability the running kernel knows, by name, for `features`.
+pub fn supported_names() -> Vec<String> {
+    let mut names: Vec<String> = caps::runtime::thread_all_supported().iter().map(|c| c.to_string()).collect();
+    names.sort();
+    names
+}
+
 /// Capabilities the config asks for that no container here can have, with the reason, for
 /// the runtime to warn about before it creates anything.
 pub fn unavailable(caps_cfg: Option<&LinuxCapabilities>) -> Vec<String> {

@@ -243,6 +243,68 @@ fn load_bpf(program: &[u8], flags: libc::c_ulong) -> Result<libc::c_long, Seccom
     Ok(rc)
 }
 
+/// The spec's names for what `features` reports.
+pub const ACTIONS: &[&str] = &[
+    "SCMP_ACT_ALLOW",
+    "SCMP_ACT_ERRNO",
+    "SCMP_ACT_KILL",
+    "SCMP_ACT_KILL_PROCESS",
+    "SCMP_ACT_KILL_THREAD",
+    "SCMP_ACT_LOG",
+    "SCMP_ACT_NOTIFY",
+    "SCMP_ACT_TRACE",
+    "SCMP_ACT_TRAP",
+];
+pub const OPERATORS: &[&str] =
+    &["SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT", "SCMP_CMP_LE", "SCMP_CMP_LT", "SCMP_CMP_MASKED_EQ", "SCMP_CMP_NE"];
+pub const KNOWN_FLAGS: &[(&str, libc::c_ulong)] = &[
+    ("SECCOMP_FILTER_FLAG_TSYNC", 1),
+    ("SECCOMP_FILTER_FLAG_LOG", 2),
+    ("SECCOMP_FILTER_FLAG_SPEC_ALLOW", 4),
+    ("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV", 32),
+];
+
+/// The libseccomp architectures the spec names that this libseccomp knows.
+pub fn architectures() -> Vec<&'static str> {
+    const ALL: &[&str] = &[
+        "SCMP_ARCH_X86",
+        "SCMP_ARCH_X86_64",
+        "SCMP_ARCH_X32",
+        "SCMP_ARCH_ARM",
+        "SCMP_ARCH_AARCH64",
+        "SCMP_ARCH_MIPS",
+        "SCMP_ARCH_MIPS64",
+        "SCMP_ARCH_MIPS64N32",
+        "SCMP_ARCH_MIPSEL",
+        "SCMP_ARCH_MIPSEL64",
+        "SCMP_ARCH_MIPSEL64N32",
+        "SCMP_ARCH_PPC",
+        "SCMP_ARCH_PPC64",
+        "SCMP_ARCH_PPC64LE",
+        "SCMP_ARCH_RISCV64",
+        "SCMP_ARCH_S390",
+        "SCMP_ARCH_S390X",
+        "SCMP_ARCH_PARISC",
+        "SCMP_ARCH_PARISC64",
+    ];
+    ALL.iter().copied().filter(|a| a.parse::<ScmpArch>().is_ok()).collect()
+}
+
+/// The filter flags the running kernel accepts: seccomp(2) with a null program fails with
+/// EFAULT when it understood the flags and EINVAL when it did not (runc's probe).
+pub fn supported_flags() -> Vec<&'static str> {
+    KNOWN_FLAGS
+        .iter()
+        .filter(|(_, flag)| {
+            // SAFETY: a null program pointer makes the kernel fail the call after checking the
+            // flags; nothing is installed.
+            let rc = unsafe { libc::syscall(libc::SYS_seccomp, 1 as libc::c_ulong, *flag, std::ptr::null::<u8>()) };
+            rc < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EFAULT)
+        })
+        .map(|(name, _)| *name)
+        .collect()
+}
+
 /// Entries kept in the cache; the oldest go first.
 const CACHE_ENTRIES: usize = 64;
 

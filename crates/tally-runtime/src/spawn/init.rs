@@ -217,20 +217,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     }
     process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
-    // A signal mask and ignored signals survive execve: the Rust runtime ignores SIGPIPE at
-    // startup, and the program must not inherit that (nor any blocked signal).
-    // SAFETY: an empty, initialised set; signal() with SIG_DFL on every catchable signal
-    // installs no handler code.
-    unsafe {
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-    }
+    process::reset_signals();
     // With no_new_privs the filter goes on last, so it constrains the program and nothing of
     // the setup.
     if let (Some(filter), true) = (ctx.seccomp, nnp) {

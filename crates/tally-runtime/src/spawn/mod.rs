@@ -3,7 +3,10 @@
 //! writes its id maps, and waits on the sync channel until the process reports that the
 //! container is set up and blocked on its start fifo (see `init`).
 
+mod exec;
 mod init;
+
+pub use exec::{spawn_exec, ExecRequest};
 
 use std::fs::{self, File, OpenOptions};
 use std::io;
@@ -179,7 +182,8 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                 Ok(Message::SeccompFd) => {
                     let fd = fd.ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
                     let seccomp = linux.seccomp().as_ref().ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
-                    send_to_listener(req, seccomp, init_pid, &fd)?;
+                    let annotations = spec.annotations().clone().unwrap_or_default();
+                    send_to_listener(req.id, &req.bundle.dir, &annotations, seccomp, init_pid, &fd)?;
                     ours.send(&Message::Proceed)?;
                 }
                 Ok(Message::UserNamespaceReady) => {
@@ -226,16 +230,17 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
 /// Passes the seccomp notify fd to `linux.seccomp.listenerPath` with the container's state, in
 /// the shape runc sends (so existing seccomp agents read it).
 fn send_to_listener(
-    req: &Request,
+    id: &str,
+    bundle: &Path,
+    annotations: &std::collections::HashMap<String, String>,
     seccomp: &oci_spec::runtime::LinuxSeccomp,
     pid: i32,
     fd: &std::os::fd::OwnedFd,
 ) -> Result<(), SpawnError> {
     let path = seccomp.listener_path().clone().unwrap_or_default();
     let err = |e: io::Error| SpawnError::Listener { path: path.clone(), source: e };
-    let annotations = req.bundle.spec.annotations().clone().unwrap_or_default();
     let state: serde_json::Value =
-        serde_json::from_slice(&hooks::state_json(req.id, "creating", Some(pid), &req.bundle.dir, &annotations))
+        serde_json::from_slice(&hooks::state_json(id, "creating", Some(pid), bundle, annotations))
             .expect("state is JSON");
     let doc = serde_json::json!({
         "ociVersion": crate::OCI_VERSION,

@@ -1,0 +1,96 @@
+//! `features`: the runtime-spec features document, true for this build on this host (a probe
+//! of the kernel where the answer depends on it), so containerd and Podman can ask what tally
+//! can do instead of guessing.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+
+use crate::rootfs::options;
+use crate::security::{capabilities, seccomp};
+
+/// Annotations whose values change what the runtime does, and so must not be taken from
+/// untrusted image configs (the spec's `potentiallyUnsafeConfigAnnotations`).
+const UNSAFE_ANNOTATIONS: &[&str] = &["org.tally.beancounter."];
+
+pub fn document() -> Value {
+    let (v2_only, _) = crate::cgroups::available_controllers();
+    let mounts = crate::cgroups::cgroup_mounts();
+    let has_v1 = !v2_only && !mounts.is_empty();
+    let has_v2 = v2_only || Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists();
+    let systemd = std::fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd");
+    let rro = mount_setattr_works();
+    let mount_options: Vec<&str> =
+        options::NAMES.iter().copied().filter(|o| rro || !(o.starts_with('r') && is_recursive_attr(o))).collect();
+    let mut namespaces = vec!["cgroup", "ipc", "mount", "network", "pid", "user", "uts"];
+    if Path::new("/proc/self/ns/time").exists() {
+        namespaces.push("time");
+    }
+    json!({
+        "ociVersionMin": "1.0.0",
+        "ociVersionMax": crate::OCI_VERSION,
+        "hooks": ["prestart", "createRuntime", "createContainer", "startContainer", "poststart", "poststop"],
+        "mountOptions": mount_options,
+        "linux": {
+            "namespaces": namespaces,
+            "capabilities": capabilities::supported_names(),
+            "cgroup": {
+                "v1": has_v1,
+                "v2": has_v2,
+                "systemd": systemd,
+                "systemdUser": false,
+                "rdma": crate::cgroups::available_controllers().1.iter().any(|c| c == "rdma"),
+            },
+            "seccomp": {
+                "enabled": true,
+                "actions": seccomp::ACTIONS,
+                "operators": seccomp::OPERATORS,
+                "archs": seccomp::architectures(),
+                "knownFlags": seccomp::KNOWN_FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                "supportedFlags": seccomp::supported_flags(),
+            },
+            "apparmor": {"enabled": false},
+            "selinux": {"enabled": false},
+            "intelRdt": {"enabled": false},
+            "mountExtensions": {"idmap": {"enabled": false}},
+            "netDevices": {"enabled": false},
+        },
+        "annotations": {
+            "org.tally.version": env!("CARGO_PKG_VERSION"),
+            "io.github.seccomp.libseccomp.version": libseccomp_version(),
+        },
+        "potentiallyUnsafeConfigAnnotations": UNSAFE_ANNOTATIONS,
+    })
+}
+
+/// The options that need mount_setattr(2) (the recursive attributes).
+fn is_recursive_attr(o: &str) -> bool {
+    !matches!(o, "rbind" | "relatime" | "remount" | "rprivate" | "rshared" | "rslave" | "runbindable" | "ro" | "rw")
+}
+
+/// mount_setattr(2) exists when a call with a bad fd fails with EBADF rather than ENOSYS.
+fn mount_setattr_works() -> bool {
+    let attr = crate::sys::MountAttr::default();
+    match crate::sys::mount_setattr_recursive(-1, &attr) {
+        Ok(()) => true,
+        Err(e) => e.raw_os_error() != Some(libc::ENOSYS),
+    }
+}
+
+fn libseccomp_version() -> String {
+    libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_document_has_the_specs_fields() {
+        let d = document();
+        assert_eq!(d["ociVersionMax"], crate::OCI_VERSION);
+        assert!(d["linux"]["seccomp"]["actions"].as_array().unwrap().contains(&json!("SCMP_ACT_NOTIFY")));
+        assert!(d["mountOptions"].as_array().unwrap().contains(&json!("bind")));
+        assert!(d["linux"]["capabilities"].as_array().unwrap().contains(&json!("CAP_SYS_ADMIN")));
+    }
+}

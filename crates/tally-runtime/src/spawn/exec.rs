@@ -1,0 +1,207 @@
+//! The process pipeline of `exec`: a new process joins a running container. The runtime forks
+//! a child that enters the container's namespaces through a pidfd of the init (one setns for
+//! all of them), waits until the runtime has put it in the container's cgroup, then forks the
+//! exec'd process with CLONE_PARENT, so the runtime, not the short-lived child, is its parent
+//! and can wait for its exit status. The process takes on the container's security (rlimits,
+//! capabilities, user, no_new_privs, seccomp) and reports `Ready` just before execve; the
+//! close-on-exec channel reads as closed once the program runs.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::Path;
+
+use oci_spec::runtime::{LinuxPersonality, Process};
+
+use super::{kill_and_wait, send_to_listener, SpawnError};
+use crate::cgroups::Cgroup;
+use crate::channel::{Channel, ChannelError, Message};
+use crate::console::{self, ConsoleError};
+use crate::namespaces;
+use crate::proc_info::{self, Liveness};
+use crate::security::seccomp::Filter;
+use crate::sys::{self, Forked};
+use crate::{process, security};
+
+/// A process to start in a running container.
+pub struct ExecRequest<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    pub annotations: &'a std::collections::HashMap<String, String>,
+    pub init_pid: i32,
+    pub init_start_time: u64,
+    pub process: &'a Process,
+    pub seccomp: Option<(&'a oci_spec::runtime::LinuxSeccomp, &'a Filter)>,
+    pub personality: Option<&'a LinuxPersonality>,
+    pub console_socket: Option<&'a Path>,
+    pub preserve_fds: u32,
+    pub cgroup: &'a Cgroup,
+    /// `exec --cgroup`: a sub-cgroup of the container's to put the process in.
+    pub sub_cgroup: Option<&'a str>,
+    pub timeout: std::time::Duration,
+}
+
+/// Starts the process; returns its host PID once it has exec'd its program.
+pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
+    let pidfd = sys::pidfd_open(req.init_pid).map_err(|e| SpawnError::Died(format!("container init: {e}")))?;
+    if proc_info::liveness(req.init_pid, req.init_start_time) == Liveness::Gone {
+        return Err(SpawnError::Died("the container's init is gone".into()));
+    }
+    let flags =
+        namespaces::differing(req.init_pid).map_err(|e| SpawnError::Init(format!("container namespaces: {e}")))?;
+    let console_socket = if req.process.terminal().unwrap_or(false) {
+        Some(console::connect(req.console_socket.ok_or(ConsoleError::NoSocket)?)?)
+    } else {
+        None
+    };
+    let (ours, theirs) = Channel::pair(req.timeout).map_err(ChannelError::Io)?;
+
+    let child = match sys::clone_process(0).map_err(SpawnError::Clone)? {
+        Forked::Child => {
+            drop(ours);
+            let code = match join(req, &theirs, &pidfd, flags, console_socket.as_ref()) {
+                Ok(never) => match never {},
+                Err(msg) => {
+                    let _ = theirs.send(&Message::Failed(msg));
+                    1
+                }
+            };
+            // SAFETY: _exit ends the forked process without running the runtime's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        Forked::Parent(pid) => pid,
+    };
+    drop(theirs);
+    drop(console_socket);
+
+    let mut process_pid = None;
+    let result = (|| -> Result<i32, SpawnError> {
+        match req.sub_cgroup {
+            Some(sub) => req.cgroup.add_task_to_sub(child, sub)?,
+            None => req.cgroup.add_task(child)?,
+        }
+        ours.send(&Message::Proceed)?;
+        let mut ready = false;
+        loop {
+            let (msg, fd) = match ours.recv_with_fd() {
+                Ok((m, fd)) => (Ok(m), fd),
+                Err(e) => (Err(e), None),
+            };
+            match msg {
+                Ok(Message::InitPid(pid)) => {
+                    process_pid = Some(pid);
+                    // SAFETY: waitpid on our own child (the joining process, which exits now).
+                    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                }
+                Ok(Message::SeccompFd) => {
+                    let (Some(fd), Some((cfg, _)), Some(pid)) = (fd, req.seccomp, process_pid) else {
+                        return Err(SpawnError::Unexpected(Message::SeccompFd));
+                    };
+                    send_to_listener(req.id, req.bundle, req.annotations, cfg, pid, &fd)?;
+                    ours.send(&Message::Proceed)?;
+                }
+                Ok(Message::Ready) => ready = true,
+                Ok(Message::Failed(msg)) => return Err(SpawnError::Init(msg)),
+                Ok(other) => return Err(SpawnError::Unexpected(other)),
+                // The channel is close-on-exec: closed after `Ready` means the program runs.
+                Err(ChannelError::Closed) if ready => {
+                    return process_pid.ok_or(SpawnError::Died("no process id was reported".into()))
+                }
+                Err(ChannelError::Closed) => return Err(SpawnError::Died("it exited during setup".into())),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    })();
+    if result.is_err() {
+        if let Some(pid) = process_pid {
+            kill_and_wait(pid);
+        }
+        kill_and_wait(child);
+    }
+    result
+}
+
+/// In the forked child: enter the container, wait for the cgroup, fork the process.
+fn join(
+    req: &ExecRequest,
+    channel: &Channel,
+    pidfd: &OwnedFd,
+    flags: i32,
+    console_socket: Option<&OwnedFd>,
+) -> Result<std::convert::Infallible, String> {
+    // Until exec, this process's exe is the host's tally binary: keep /proc/<pid> of it closed
+    // to the container's processes and to ptrace.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    let mut keep = vec![channel.raw_fd(), pidfd.as_raw_fd()];
+    keep.extend(console_socket.map(|s| s.as_raw_fd()));
+    sys::close_fds_except(3 + req.preserve_fds, &keep).map_err(|e| format!("close inherited fds: {e}"))?;
+    namespaces::join_process(pidfd, flags).map_err(|e| e.to_string())?;
+    match channel.recv() {
+        Ok(Message::Proceed) => {}
+        Ok(other) => return Err(format!("sync channel: expected proceed, got {other:?}")),
+        Err(e) => return Err(e.to_string()),
+    }
+    // A joined PID (and time) namespace applies to children only. CLONE_PARENT makes the
+    // runtime the parent of the process, so it can wait for its status.
+    match sys::clone_process(libc::CLONE_PARENT).map_err(|e| format!("fork into the container: {e}"))? {
+        Forked::Parent(pid) => {
+            let _ = channel.send(&Message::InitPid(pid));
+            // SAFETY: this intermediate process ends here without running destructors.
+            unsafe { libc::_exit(0) }
+        }
+        Forked::Child => {}
+    }
+    let program = prepare(req, channel, console_socket)?;
+    channel.send(&Message::Ready).map_err(|e| e.to_string())?;
+    // With no_new_privs the filter goes on last, so it constrains the program and nothing of
+    // the setup; the runtime still takes a listener fd after `Ready`.
+    if let (Some((_, filter)), true) = (req.seccomp, req.process.no_new_privileges().unwrap_or(false)) {
+        hand_over(channel, filter.load().map_err(|e| e.to_string())?)?;
+    }
+    let err = program.exec();
+    Err(err.to_string())
+}
+
+/// The container's security for this process, in the order `init` applies it.
+fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd>) -> Result<process::Program, String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let p = req.process;
+    let user = p.user();
+    if let Some(sock) = console_socket {
+        let slave = console::allocate_joined(sock, user.uid(), user.gid()).map_err(|e| s(&e))?;
+        console::attach(&slave).map_err(|e| s(&e))?;
+    }
+    process::chdir(p.cwd()).map_err(|e| s(&e))?;
+    let program = process::prepare(p).map_err(|e| s(&e))?;
+    security::rlimits::apply(p.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
+    security::set_oom_score_adj(p.oom_score_adj()).map_err(|e| s(&e))?;
+    security::set_personality(req.personality).map_err(|e| s(&e))?;
+    let nnp = p.no_new_privileges().unwrap_or(false);
+    let filter = req.seccomp.map(|(_, f)| f);
+    if let (Some(filter), false) = (filter, nnp) {
+        hand_over(channel, filter.load().map_err(|e| s(&e))?)?;
+    }
+    let caps = security::capabilities::Plan::new(p.capabilities().as_ref());
+    if let Some(caps) = &caps {
+        caps.before_user_switch().map_err(|e| s(&e))?;
+    }
+    process::set_identity(user).map_err(|e| s(&e))?;
+    if let Some(caps) = &caps {
+        caps.after_user_switch().map_err(|e| s(&e))?;
+    }
+    security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
+    process::limit_inherited_fds(req.preserve_fds).map_err(|e| s(&e))?;
+    process::reset_signals();
+    Ok(program)
+}
+
+/// A notify filter's listener fd goes to the runtime, which passes it to `listenerPath`.
+fn hand_over(channel: &Channel, listener: Option<OwnedFd>) -> Result<(), String> {
+    let Some(fd) = listener else { return Ok(()) };
+    channel.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()).map_err(|e| e.to_string())?;
+    drop(fd);
+    match channel.recv() {
+        Ok(Message::Proceed) => Ok(()),
+        Ok(other) => Err(format!("sync channel: expected proceed, got {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
