@@ -320,16 +320,31 @@ pub fn assert_host_clean(root: &Path, id: &str, bundle: &Path) {
     assert!(procs.is_empty(), "processes remain: {procs:?}");
 }
 
-/// Host PIDs whose root directory is inside `dir` (a container's processes).
+/// Host PIDs of the container made from bundle `dir`: processes whose root is inside it, or
+/// (after pivot_root, when /proc/<pid>/root reads "/") whose mount namespace's root mount
+/// comes from it.
 pub fn processes_under(dir: &Path) -> Vec<i32> {
+    let own_ns = fs::read_link("/proc/self/ns/mnt").ok();
+    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut out = Vec::new();
     for e in fs::read_dir("/proc").unwrap().flatten() {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if let Ok(root) = fs::read_link(format!("/proc/{pid}/root")) {
-            if root.starts_with(dir) {
-                // Zombies have no root link; a live process in the rootfs is a leak.
-                out.push(pid);
-            }
+        // Zombies have no root link; a live process in the rootfs is a leak.
+        let Ok(root) = fs::read_link(format!("/proc/{pid}/root")) else { continue };
+        if root.starts_with(dir) {
+            out.push(pid);
+            continue;
+        }
+        if name.is_empty() || fs::read_link(format!("/proc/{pid}/ns/mnt")).ok() == own_ns {
+            continue;
+        }
+        let mountinfo = fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap_or_default();
+        let root_from_bundle = mountinfo.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 4 && f[4] == "/" && f[3].contains(&name)
+        });
+        if root_from_bundle {
+            out.push(pid);
         }
     }
     out

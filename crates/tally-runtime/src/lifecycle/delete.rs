@@ -61,6 +61,10 @@ pub(super) fn delete_with(
                 // SAFETY: kill takes a pid and a signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }
+            // A v1 freezer holds even SIGKILLed tasks until thawed.
+            if status == Status::Paused {
+                let _ = cgroup.freeze(false);
+            }
             kill_and_wait_checked(state.pid, Some(state.pid_start_time));
         }
         Status::Stopped | Status::Creating => {}

@@ -24,6 +24,11 @@ pub fn kill(root: &StateRoot, id: &str, signal: i32, all: bool) -> Result<(), Li
             // SAFETY: kill takes a pid and a signal number.
             unsafe { libc::kill(pid, signal) };
         }
+        // A frozen process acts on SIGKILL only once thawed (v1); runc thaws too. The state
+        // keeps `paused` so that `resume` still answers as the caller expects.
+        if status == Status::Paused && signal == libc::SIGKILL {
+            let _ = cg.freeze(false);
+        }
         return Ok(());
     }
     signal_init(state.pid, state.pid_start_time, signal).map_err(sig_err)
