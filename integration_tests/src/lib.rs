@@ -74,7 +74,7 @@ pub struct Bundle {
 const APPLETS: &[&str] = &[
     "sh", "ls", "cat", "echo", "id", "hostname", "sleep", "ps", "mount", "true", "false", "touch", "mkdir", "stat",
     "grep", "env", "pwd", "readlink", "tty", "wc", "head", "test", "umask", "dd", "ln", "rm", "sysctl", "kill",
-    "nproc",
+    "nproc", "seq", "tail", "nc",
 ];
 
 impl Bundle {

@@ -36,8 +36,15 @@ impl Bundle {
     pub fn load(dir: &Path) -> Result<Self, BundleError> {
         let dir = fs::canonicalize(dir).map_err(|source| BundleError::Dir { path: dir.into(), source })?;
         let config_path = dir.join("config.json");
-        let data =
+        let mut data =
             fs::read(&config_path).map_err(|source| BundleError::ReadConfig { path: config_path.clone(), source })?;
+        if tally_beancounters::annotations::mentioned(&data) {
+            data = beancounter_settings(&data).map_err(|(field, message)| BundleError::Parse {
+                path: config_path.clone(),
+                field,
+                message,
+            })?;
+        }
         let spec = parse_spec(&data).map_err(|(field, message)| BundleError::Parse {
             path: config_path.clone(),
             field,
@@ -48,6 +55,19 @@ impl Bundle {
         let rootfs = resolve_rootfs(&dir, &spec).map_err(|(field, msg)| invalid(field, msg))?;
         Ok(Self { dir, rootfs, spec, raw: data })
     }
+}
+
+/// Translates `org.tally.beancounter.*` annotations into the OCI fields that enforce them
+/// (see tally_beancounters::annotations); the config the runtime goes on with is the result.
+fn beancounter_settings(data: &[u8]) -> Result<Vec<u8>, (String, String)> {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| ("config".to_string(), e.to_string()))?;
+    let v2 = crate::cgroups::available_controllers().0;
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    tally_beancounters::annotations::apply(&mut config, v2, page)
+        .map_err(|e| (format!("annotations[\"{}\"]", e.annotation), e.message))?;
+    Ok(serde_json::to_vec(&config).expect("JSON serializes"))
 }
 
 /// Parses config.json, naming the JSON path of the first value that does not fit the spec.

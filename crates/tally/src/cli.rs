@@ -231,6 +231,16 @@ pub enum Command {
     },
     /// Print what this build and host support, as runtime-spec features JSON
     Features,
+    /// Print containers' beancounters (held, maxheld, barrier, limit, failcnt per resource)
+    Beancounters {
+        #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
+        format: ListFormat,
+        /// Print the final beancounters of deleted containers instead
+        #[arg(long)]
+        ledger: bool,
+        /// Containers (default: all)
+        ids: Vec<String>,
+    },
     /// List containers
     List {
         #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
@@ -294,6 +304,7 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "cpuset-cpus",
         "cpuset-mems",
         "blkio-weight",
+        "ledger",
     ];
     // Flags that take their value as the next argument, so it is not taken for a positional.
     const VALUED: &[&str] = &[

@@ -151,9 +151,76 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 })?;
             }
         }
+        Command::Beancounters { format, ledger, ids } => print_beancounters(&root, format, ledger, &ids)?,
         Command::Features => println!("{}", serde_json::to_string_pretty(&tally_runtime::features::document())?),
     }
     Ok(0)
+}
+
+/// The /proc/user_beancounters table, or JSON (one object per container, `null` where a
+/// value does not exist); with --ledger, the final sets of deleted containers.
+fn print_beancounters(root: &StateRoot, format: ListFormat, ledger: bool, ids: &[String]) -> Result<()> {
+    if ledger {
+        let mut entries = lifecycle::ledger(root)?;
+        if !ids.is_empty() {
+            entries.retain(|e| e["beancounters"]["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id)));
+        }
+        if format == ListFormat::Json {
+            println!("{}", serde_json::to_string_pretty(&entries)?);
+        } else {
+            for e in &entries {
+                println!(
+                    "# {} deleted at {} (seconds since the epoch)",
+                    e["beancounters"]["id"].as_str().unwrap_or("?"),
+                    e["deleted"]
+                );
+                print_table_rows(&e["beancounters"]);
+            }
+        }
+        return Ok(());
+    }
+    let all = lifecycle::beancounters(root, ids)?;
+    if format == ListFormat::Json {
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        print!("{}", tally_beancounters::table::render(&all));
+    }
+    Ok(())
+}
+
+/// A ledger entry's rows through the table renderer.
+fn print_table_rows(bc: &serde_json::Value) {
+    let rows = bc["resources"].as_array().cloned().unwrap_or_default();
+    let value = |v: &serde_json::Value| match v.as_u64() {
+        Some(n) if n >= tally_beancounters::model::UNLIMITED => tally_beancounters::Value::Unlimited,
+        Some(n) => tally_beancounters::Value::Num(n),
+        None => tally_beancounters::Value::Absent,
+    };
+    let resources = rows
+        .iter()
+        .map(|r| {
+            let mut row = tally_beancounters::Row::new(
+                r["resource"].as_str().unwrap_or_default(),
+                tally_beancounters::model::Unit::Items,
+                tally_beancounters::model::Enforced::None,
+                "",
+            );
+            row.held = value(&r["held"]);
+            row.maxheld = value(&r["maxheld"]);
+            row.barrier = value(&r["barrier"]);
+            row.limit = value(&r["limit"]);
+            row.failcnt = value(&r["failcnt"]);
+            row
+        })
+        .collect();
+    let bc = tally_beancounters::Beancounters {
+        id: bc["id"].as_str().unwrap_or_default().into(),
+        cgroup: bc["cgroup"].as_str().unwrap_or_default().into(),
+        cgroup_id: bc["cgroup_id"].as_u64().unwrap_or(0),
+        page_size: bc["page_size"].as_u64().unwrap_or(4096),
+        resources,
+    };
+    print!("{}", tally_beancounters::table::render(&[bc]));
 }
 
 /// Go's duration syntax as runc takes it for `--interval`: 5s, 500ms, 1m, 1h.

@@ -45,6 +45,10 @@ pub(super) fn delete_with(
         Some(c) if c.path() == state.cgroup_path => c,
         _ => Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?,
     };
+    // The final beancounters outlive the container in the ledger: taken before a running
+    // container is killed, while its processes still hold what they held; failcnts and peaks
+    // stay in the cgroup until it is removed.
+    let last = super::beancounters::read(&dir, &state);
     match status {
         // containerd deletes a created task without --force; runc and crun allow it, so does
         // tally (the spec says otherwise; callers win, see docs/compatibility.md).
@@ -68,6 +72,9 @@ pub(super) fn delete_with(
             kill_and_wait_checked(state.pid, Some(state.pid_start_time));
         }
         Status::Stopped | Status::Creating => {}
+    }
+    if let Err(e) = tally_beancounters::ledger::append(root.path(), &last) {
+        tracing::warn!("beancounter ledger in {}: {e}", root.path().display());
     }
     cgroup.remove()?;
     dir.remove()?;

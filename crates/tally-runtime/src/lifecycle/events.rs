@@ -1,10 +1,11 @@
 //! `events`: runc's JSON lines about a container. `stats` events carry the cgroup counters
-//! under runc's field names (containerd's shim and `ctr task metrics` decode them); `oom`
-//! events come from memory.events on cgroup v2, watched with inotify, not polled. The command
-//! returns when the container stops.
+//! under runc's field names (containerd's shim and `ctr task metrics` decode them) plus the
+//! beancounters; `oom` and `beancounter` events come from the cgroup's `*.events` files,
+//! watched with inotify, not polled. The command returns when the container stops.
 
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use libcgroups::stats::{BlkioDeviceStat, MemoryData, Stats};
@@ -15,50 +16,79 @@ use crate::cgroups::Cgroup;
 use crate::proc_info::{self, Liveness};
 use crate::state::{ContainerDir, ContainerState, Lock, StateRoot, Status};
 use crate::sys;
+use tally_beancounters::{cgroup_rows, Layout, Row};
 
-/// One `stats` event for the container, as runc prints it with `events --stats`.
+/// One `stats` event for the container, as runc prints it with `events --stats`, plus the
+/// container's beancounters in `data.beancounters` (runc's fields keep their names).
 pub fn stats_event(root: &StateRoot, id: &str) -> Result<Value, LifecycleError> {
-    let (_, cgroup) = open(root, id)?;
-    Ok(json!({"type": "stats", "id": id, "data": runc_stats(&cgroup.stats()?)}))
+    let (dir, state, cgroup) = open(root, id)?;
+    let mut data = runc_stats(&cgroup.stats()?);
+    data["beancounters"] = json!(super::beancounters::read(&dir, &state).resources);
+    Ok(json!({"type": "stats", "id": id, "data": data}))
 }
 
-/// Prints events with `emit` every `interval` (and an `oom` event as soon as one happens)
-/// until the container stops.
+/// Prints events with `emit` until the container stops: `stats` every `interval`; `oom` and
+/// `beancounter` (a failcnt grew) as soon as the kernel changes one of the cgroup's `*.events`
+/// files, which inotify reports.
 pub fn watch(
     root: &StateRoot,
     id: &str,
     interval: Duration,
     mut emit: impl FnMut(&Value),
 ) -> Result<(), LifecycleError> {
-    let (state, cgroup) = open(root, id)?;
+    let (dir, state, cgroup) = open(root, id)?;
     // The pidfd turns readable when the init exits, which ends the stream at once.
     let Ok(pidfd) = sys::pidfd_open(state.pid) else { return Ok(()) };
-    let oom = OomWatch::new(&state.cgroup_path);
-    let mut ooms = oom.as_ref().map(|w| w.count()).unwrap_or(0);
+    let layout = Layout::find(&state.cgroup_path);
+    let watch = EventsWatch::new(&layout.events_files());
+    let mut seen = failcnts(&layout);
     let mut next = Instant::now() + interval;
     loop {
         if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone {
             return Ok(());
         }
-        let wait = next.saturating_duration_since(Instant::now());
+        let mut wait = next.saturating_duration_since(Instant::now());
+        if matches!(layout, Layout::V1(_)) {
+            // cgroup v1's pids.events is not notified to inotify: read it four times a second.
+            wait = wait.min(V1_POLL);
+        }
         let mut fds = vec![libc::pollfd { fd: pidfd.as_raw_fd(), events: libc::POLLIN, revents: 0 }];
-        if let Some(w) = &oom {
+        if let Some(w) = &watch {
             fds.push(libc::pollfd { fd: w.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 });
         }
         // SAFETY: fds is a live array of initialised pollfds of the given length.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, wait.as_millis() as i32) };
-        if let Some(w) = &oom {
+        if let Some(w) = &watch {
             w.drain();
-            let now = w.count();
-            if now > ooms {
-                emit(&json!({"type": "oom", "id": id}));
-            }
-            ooms = now;
         }
+        // Compared on every wake-up, so a counter whose file the kernel does not notify (some
+        // v1 files) is still reported, at the latest with the next stats line.
+        let now = failcnts(&layout);
+        for (resource, (count, row)) in &now {
+            let before = seen.get(resource).map(|(c, _)| *c).unwrap_or(0);
+            if *count > before {
+                if resource == "oomguarpages" {
+                    emit(&json!({"type": "oom", "id": id}));
+                }
+                emit(&json!({"type": "beancounter", "id": id, "data": {
+                    "resource": resource,
+                    "failcnt": count,
+                    "delta": count - before,
+                    "held": row.held,
+                    "barrier": row.barrier,
+                    "limit": row.limit,
+                }}));
+            }
+        }
+        seen = now;
         if Instant::now() >= next {
             next += interval;
             match cgroup.stats() {
-                Ok(s) => emit(&json!({"type": "stats", "id": id, "data": runc_stats(&s)})),
+                Ok(s) => {
+                    let mut data = runc_stats(&s);
+                    data["beancounters"] = json!(super::beancounters::read(&dir, &state).resources);
+                    emit(&json!({"type": "stats", "id": id, "data": data}))
+                }
                 // The cgroup goes away with the container: that ends the stream, not an error.
                 Err(_) if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -67,30 +97,35 @@ pub fn watch(
     }
 }
 
-fn open(root: &StateRoot, id: &str) -> Result<(ContainerState, Cgroup), LifecycleError> {
-    let dir = ContainerDir::open(root, id, Lock::Shared)?;
+const V1_POLL: Duration = Duration::from_millis(250);
+
+/// The failcnt of every row that has one, with the row.
+fn failcnts(layout: &Layout) -> HashMap<String, (u64, Row)> {
+    cgroup_rows(layout).into_iter().filter_map(|r| Some((r.resource.clone(), (r.failcnt.num()?, r)))).collect()
+}
+
+/// No lock is held: `events` runs as long as the container does, and `delete` must not wait
+/// for it.
+fn open(root: &StateRoot, id: &str) -> Result<(ContainerDir, ContainerState, Cgroup), LifecycleError> {
+    let dir = ContainerDir::open(root, id, Lock::None)?;
     let state = dir.load()?.ok_or_else(|| LifecycleError::Creating(id.into()))?;
     let status = dir.status(Some(&state));
     if status == Status::Stopped {
         return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "it has no events" });
     }
     let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
-    Ok((state, cgroup))
+    Ok((dir, state, cgroup))
 }
 
-/// memory.events of a cgroup v2 container, watched with inotify (the kernel signals a modify
-/// on the file whenever one of its counters changes).
-struct OomWatch {
+/// The cgroup's `*.events` files, watched with inotify: the kernel signals a modify on such a
+/// file whenever one of its counters changes.
+struct EventsWatch {
     fd: OwnedFd,
-    path: PathBuf,
 }
 
-impl OomWatch {
-    fn new(cgroup_path: &Path) -> Option<Self> {
-        let path = Path::new("/sys/fs/cgroup")
-            .join(cgroup_path.strip_prefix("/").unwrap_or(cgroup_path))
-            .join("memory.events");
-        if !path.exists() {
+impl EventsWatch {
+    fn new(files: &[PathBuf]) -> Option<Self> {
+        if files.is_empty() {
             return None;
         }
         // SAFETY: inotify_init1 takes flags and returns a new fd or -1.
@@ -100,28 +135,18 @@ impl OomWatch {
         }
         // SAFETY: the kernel just returned this fd and nothing else owns it.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
-        // SAFETY: a valid inotify fd and a NUL-terminated path.
-        if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) } < 0 {
-            return None;
+        for path in files {
+            let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else { continue };
+            // SAFETY: a valid inotify fd and a NUL-terminated path.
+            unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c.as_ptr(), libc::IN_MODIFY) };
         }
-        Some(Self { fd, path })
+        Some(Self { fd })
     }
 
     fn drain(&self) {
         let mut buf = [0u8; 4096];
         // SAFETY: reads into a live buffer of the given length; the fd is non-blocking.
         while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
-    }
-
-    /// oom_kill events so far (the `oom` line counts the times the limit was hit even when
-    /// nothing was killed; runc reports kills).
-    fn count(&self) -> u64 {
-        std::fs::read_to_string(&self.path)
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("oom_kill ").and_then(|v| v.trim().parse().ok()))
-            .unwrap_or(0)
     }
 }
 

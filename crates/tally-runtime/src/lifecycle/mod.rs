@@ -1,6 +1,7 @@
 //! The container lifecycle, one operation per file, each a small function over `state` and
 //! the modules that do the work.
 
+mod beancounters;
 mod create;
 mod delete;
 mod events;
@@ -14,6 +15,7 @@ mod run;
 mod start;
 mod update;
 
+pub use beancounters::{beancounters, ledger};
 pub use create::{create, CreateOptions};
 pub use delete::delete;
 pub use events::{runc_stats, stats_event, watch as watch_events};

@@ -1,0 +1,555 @@
+//! Reading a container's beancounters: the cgroup v2 files of the mapping table (or cgroup
+//! v1's own files where that is what the host has), the /proc samplers, and the sampled
+//! high-water marks kept between reads. Features are detected by file existence, never by
+//! kernel version; a number the host does not have stays `Absent`.
+
+use std::collections::HashMap;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use crate::model::{Beancounters, Enforced, Row, Unit, Value};
+use crate::sampler;
+
+/// What the runtime knows about the container.
+pub struct Target<'a> {
+    pub id: &'a str,
+    /// The cgroup path as the runtime's cgroup manager uses it, e.g. `/tally/c1`.
+    pub cgroup_path: &'a Path,
+    /// The init's host PID while the container runs.
+    pub init_pid: Option<i32>,
+    /// `kernel.shmall` as configured for the container's IPC namespace (pages).
+    pub shmall: Option<u64>,
+}
+
+/// Sampled maxheld values, kept in the state directory between reads.
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+pub struct MaxHeld(pub HashMap<String, u64>);
+
+impl MaxHeld {
+    pub fn load(path: &Path) -> MaxHeld {
+        fs::read(path).ok().and_then(|d| serde_json::from_slice(&d).ok()).map(MaxHeld).unwrap_or_default()
+    }
+
+    /// Written to a temporary file and renamed, so a concurrent reader never sees half.
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        fs::write(&tmp, serde_json::to_vec(&self.0).expect("map serializes"))?;
+        fs::rename(tmp, path)
+    }
+
+    /// The high-water mark of `resource` including `held` now.
+    fn observe(&mut self, resource: &str, held: Value) -> Value {
+        let Some(h) = held.num() else { return Value::Absent };
+        let m = self.0.entry(resource.to_string()).or_insert(0);
+        *m = (*m).max(h);
+        Value::Num(*m)
+    }
+}
+
+fn read(path: &Path) -> Option<String> {
+    fs::read_to_string(path).ok()
+}
+
+fn read_value(path: &Path) -> Value {
+    read(path).map(|t| Value::from_limit(&t)).unwrap_or(Value::Absent)
+}
+
+/// A `key value` line of a flat-keyed file (memory.stat, memory.events, pids.events).
+fn keyed(path: &Path, key: &str) -> Value {
+    read(path)
+        .and_then(|t| t.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()))
+        .map(Value::Num)
+        .unwrap_or(Value::Absent)
+}
+
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Where the container's cgroup files are.
+pub enum Layout {
+    /// The v2 directory.
+    V2(PathBuf),
+    /// Per v1 controller, its directory (only the controllers the host mounts).
+    V1(HashMap<String, PathBuf>),
+}
+
+impl Layout {
+    pub fn find(cgroup_path: &Path) -> Layout {
+        let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
+        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Layout::V2(Path::new("/sys/fs/cgroup").join(rel));
+        }
+        let mut dirs = HashMap::new();
+        let info = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mut f = right.split_whitespace();
+            if f.next() != Some("cgroup") {
+                continue;
+            }
+            let Some(mount) = left.split_whitespace().nth(4) else { continue };
+            for opt in f.nth(1).unwrap_or_default().split(',') {
+                dirs.insert(opt.to_string(), Path::new(mount).join(rel));
+            }
+        }
+        Layout::V1(dirs)
+    }
+
+    /// The directory whose inode identifies the container (its uid in the table).
+    fn id_dir(&self) -> Option<&Path> {
+        match self {
+            Layout::V2(d) => Some(d),
+            Layout::V1(m) => m.get("pids").or_else(|| m.get("memory")).or_else(|| m.get("cpu")).map(|p| p.as_path()),
+        }
+    }
+
+    /// Every process in the cgroup and its descendants (host PIDs).
+    pub fn pids(&self) -> Vec<i32> {
+        let Some(dir) = self.id_dir() else { return Vec::new() };
+        let mut out = Vec::new();
+        fn walk(dir: &Path, out: &mut Vec<i32>, depth: usize) {
+            if let Some(t) = read(&dir.join("cgroup.procs")) {
+                out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+            if depth < 8 {
+                for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        walk(&e.path(), out, depth + 1);
+                    }
+                }
+            }
+        }
+        walk(dir, &mut out, 0);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// The `*.events` files whose counters are failcnts (for `events` to watch).
+    pub fn events_files(&self) -> Vec<PathBuf> {
+        let candidates: Vec<PathBuf> = match self {
+            Layout::V2(d) => {
+                let mut v: Vec<PathBuf> =
+                    ["pids.events", "memory.events", "memory.swap.events"].iter().map(|f| d.join(f)).collect();
+                v.extend(hugetlb_sizes(d).into_iter().map(|s| d.join(format!("hugetlb.{s}.events"))));
+                v
+            }
+            Layout::V1(m) => m.get("pids").map(|d| vec![d.join("pids.events")]).unwrap_or_default(),
+        };
+        candidates.into_iter().filter(|p| p.exists()).collect()
+    }
+}
+
+fn hugetlb_sizes(dir: &Path) -> Vec<String> {
+    let mut sizes: Vec<String> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.strip_prefix("hugetlb.")?.strip_suffix(".max").map(String::from)
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// Reads every row. `maxheld` is updated with this sample's values.
+pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
+    let page = page_size();
+    let layout = Layout::find(t.cgroup_path);
+    let cgroup_id = layout.id_dir().and_then(|d| fs::metadata(d).ok()).map(|m| m.ino()).unwrap_or(0);
+    let pids = layout.pids();
+    let mut rows = match &layout {
+        Layout::V2(d) => v2_rows(d, page, maxheld),
+        Layout::V1(m) => v1_rows(m, page, maxheld),
+    };
+    rows.extend(sampled_rows(t, &pids, page, maxheld));
+    // shmpages' limit is the container's kernel.shmall, which only its IPC namespace shows:
+    // the configured value.
+    if let Some(r) = rows.iter_mut().find(|r| r.resource == "shmpages") {
+        r.limit = t.shmall.map(Value::Num).unwrap_or(Value::Absent);
+    }
+    let order =
+        |name: &str| crate::model::UBC_ORDER.iter().position(|n| *n == name).unwrap_or(crate::model::UBC_ORDER.len());
+    // UBC rows in kernel order first, then swappages and the extensions as read.
+    rows.sort_by_key(|r| order(&r.resource));
+    Beancounters {
+        id: t.id.to_string(),
+        cgroup: t.cgroup_path.display().to_string(),
+        cgroup_id,
+        page_size: page,
+        resources: rows,
+    }
+}
+
+/// Only the rows read from cgroup files (no /proc walk): cheap enough to run on every change
+/// of an `*.events` file. High-water marks are not tracked here.
+pub fn cgroup_rows(layout: &Layout) -> Vec<Row> {
+    let mut scratch = MaxHeld::default();
+    match layout {
+        Layout::V2(d) => v2_rows(d, page_size(), &mut scratch),
+        Layout::V1(m) => v1_rows(m, page_size(), &mut scratch),
+    }
+}
+
+/// A peak file's value, or the sampled high-water mark when the kernel has no peak file.
+fn peak(file: &Path, resource: &str, held: Value, maxheld: &mut MaxHeld, to_pages: Option<u64>) -> (Value, String) {
+    let v = read_value(file);
+    let v = match to_pages {
+        Some(p) => v.to_pages(p),
+        None => v,
+    };
+    let sampled = maxheld.observe(resource, held);
+    if v != Value::Absent {
+        (v, file.file_name().unwrap_or_default().to_string_lossy().into_owned())
+    } else {
+        (sampled, "sampled".into())
+    }
+}
+
+fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let f = |name: &str| d.join(name);
+    let has = |name: &str| d.join(name).exists();
+
+    if has("pids.current") {
+        let mut r = Row::new("numproc", Unit::Items, Enforced::Kernel, "");
+        r.held = read_value(&f("pids.current"));
+        let (m, msrc) = peak(&f("pids.peak"), "numproc", r.held, mh, None);
+        r.maxheld = m;
+        r.limit = read_value(&f("pids.max"));
+        r.barrier = r.limit;
+        r.failcnt = keyed(&f("pids.events"), "max");
+        r.source = format!("held pids.current, maxheld {msrc}, barrier/limit pids.max, failcnt pids.events max");
+        rows.push(r);
+    }
+    if has("memory.current") {
+        let stat = f("memory.stat");
+        let mut r = Row::new("physpages", Unit::Pages, Enforced::Kernel, "");
+        r.held = read_value(&f("memory.current")).to_pages(page);
+        let (m, msrc) = peak(&f("memory.peak"), "physpages", r.held, mh, Some(page));
+        r.maxheld = m;
+        r.barrier = match read_value(&f("memory.high")) {
+            Value::Unlimited => Value::Num(0),
+            v => v.to_pages(page),
+        };
+        r.limit = read_value(&f("memory.max")).to_pages(page);
+        r.failcnt = keyed(&f("memory.events"), "max");
+        r.source = format!(
+            "held memory.current, maxheld {msrc}, barrier memory.high (0 when unset), limit memory.max, failcnt memory.events max"
+        );
+        rows.push(r);
+
+        if has("memory.swap.current") {
+            let mut r = Row::new("swappages", Unit::Pages, Enforced::Kernel, "");
+            r.held = read_value(&f("memory.swap.current")).to_pages(page);
+            let (m, msrc) = peak(&f("memory.swap.peak"), "swappages", r.held, mh, Some(page));
+            r.maxheld = m;
+            r.barrier = read_value(&f("memory.swap.high")).to_pages(page);
+            r.limit = read_value(&f("memory.swap.max")).to_pages(page);
+            r.failcnt = keyed(&f("memory.swap.events"), "max");
+            r.source = format!(
+                "held memory.swap.current, maxheld {msrc}, barrier memory.swap.high, limit memory.swap.max, failcnt memory.swap.events max"
+            );
+            rows.push(r);
+        }
+
+        let mut r = Row::new("kmemsize", Unit::Bytes, Enforced::Aggregate, "");
+        let kernel = keyed(&stat, "kernel");
+        r.held = if kernel != Value::Absent {
+            r.source = "held memory.stat kernel, maxheld sampled; bounded by memory.max".into();
+            kernel
+        } else {
+            // Before memory.stat had `kernel` (5.18): its parts.
+            r.source =
+                "held memory.stat kernel_stack+pagetables+percpu+slab, maxheld sampled; bounded by memory.max".into();
+            let parts = ["kernel_stack", "pagetables", "percpu", "slab"].map(|k| keyed(&stat, k).num());
+            if parts.iter().all(|p| p.is_none()) {
+                Value::Absent
+            } else {
+                Value::Num(parts.iter().flatten().sum())
+            }
+        };
+        r.maxheld = mh.observe("kmemsize", r.held);
+        r.barrier = Value::Unlimited;
+        r.limit = Value::Unlimited;
+        rows.push(r);
+
+        let mut r = Row::new("shmpages", Unit::Pages, Enforced::Sysctl, "");
+        r.held = keyed(&stat, "shmem").to_pages(page);
+        r.maxheld = mh.observe("shmpages", r.held);
+        r.source = "held memory.stat shmem, maxheld sampled, limit kernel.shmall of the container".into();
+        rows.push(r);
+
+        let swap = read_value(&f("memory.swap.current")).num().unwrap_or(0);
+        let mut r = Row::new("oomguarpages", Unit::Pages, Enforced::None, "");
+        r.held =
+            read_value(&f("memory.current")).num().map(|m| Value::Num(m + swap)).unwrap_or_default().to_pages(page);
+        r.maxheld = mh.observe("oomguarpages", r.held);
+        r.barrier = read_value(&f("memory.min")).to_pages(page);
+        r.limit = Value::Unlimited;
+        r.failcnt = keyed(&f("memory.events"), "oom_kill");
+        r.source =
+            "held memory.current+memory.swap.current, maxheld sampled, barrier memory.min, failcnt memory.events oom_kill (approximate)"
+                .into();
+        rows.push(r);
+
+        let mut r = Row::new("vmguarpages", Unit::Pages, Enforced::None, "");
+        r.held = Value::Num(0);
+        r.barrier = read_value(&f("memory.low")).to_pages(page);
+        r.limit = Value::Unlimited;
+        r.failcnt = keyed(&f("memory.events"), "low");
+        r.source = "held not accounted (0), barrier memory.low, failcnt memory.events low (approximate)".into();
+        rows.push(r);
+
+        let mut r = Row::new("dcachesize", Unit::Bytes, Enforced::Aggregate, "");
+        r.held = keyed(&stat, "slab_reclaimable");
+        r.maxheld = mh.observe("dcachesize", r.held);
+        r.source = "held memory.stat slab_reclaimable, maxheld sampled; bounded by memory.max".into();
+        rows.push(r);
+
+        // The kernel counts socket buffer memory only as one total.
+        for name in ["tcpsndbuf", "tcprcvbuf", "othersockbuf", "dgramrcvbuf"] {
+            rows.push(Row::new(name, Unit::Bytes, Enforced::Aggregate, "not accounted separately: see sockbuf"));
+        }
+        let mut r = Row::new("sockbuf", Unit::Bytes, Enforced::Aggregate, "");
+        r.held = keyed(&stat, "sock");
+        r.maxheld = mh.observe("sockbuf", r.held);
+        r.source = "held memory.stat sock (all socket buffers), maxheld sampled; bounded by memory.max".into();
+        rows.push(r);
+    }
+    if has("cpu.stat") {
+        let mut r = Row::new("cpu", Unit::Usec, Enforced::Kernel, "");
+        r.held = keyed(&f("cpu.stat"), "usage_usec");
+        r.barrier = read_value(&f("cpu.weight"));
+        r.limit = read(&f("cpu.max"))
+            .map(|t| Value::from_limit(t.split_whitespace().next().unwrap_or("")))
+            .unwrap_or_default();
+        r.failcnt = keyed(&f("cpu.stat"), "nr_throttled");
+        r.source =
+            "held cpu.stat usage_usec, barrier cpu.weight, limit cpu.max quota, failcnt cpu.stat nr_throttled".into();
+        rows.push(r);
+    }
+    if let Some(stat) = read(&f("io.stat")) {
+        let max = read(&f("io.max")).unwrap_or_default();
+        for line in stat.lines() {
+            let mut it = line.split_whitespace();
+            let Some(dev) = it.next() else { continue };
+            let kv: HashMap<&str, u64> =
+                it.filter_map(|p| p.split_once('=')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
+            let mut r = Row::new(&format!("io.{dev}"), Unit::Bytes, Enforced::Kernel, "");
+            r.held = Value::Num(kv.get("rbytes").unwrap_or(&0) + kv.get("wbytes").unwrap_or(&0));
+            r.barrier = keyed(&f("io.weight"), "default");
+            r.limit = max
+                .lines()
+                .find(|l| l.starts_with(&format!("{dev} ")))
+                .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix("wbps=")))
+                .map(Value::from_limit)
+                .unwrap_or(Value::Unlimited);
+            r.source = "held io.stat rbytes+wbytes, barrier io.weight, limit io.max wbps".into();
+            rows.push(r);
+        }
+    }
+    for size in hugetlb_sizes(d) {
+        let mut r = Row::new(&format!("hugetlb.{size}"), Unit::Bytes, Enforced::Kernel, "");
+        r.held = read_value(&f(&format!("hugetlb.{size}.current")));
+        r.maxheld = mh.observe(&r.resource.clone(), r.held);
+        r.limit = read_value(&f(&format!("hugetlb.{size}.max")));
+        r.barrier = r.limit;
+        r.failcnt = keyed(&f(&format!("hugetlb.{size}.events")), "max");
+        r.source = format!("hugetlb.{size}.current/.max/.events max; maxheld sampled");
+        rows.push(r);
+    }
+    for res in ["cpu", "memory", "io"] {
+        let Some(text) = read(&f(&format!("{res}.pressure"))) else { continue };
+        let total = |kind: &str| {
+            text.lines()
+                .find(|l| l.starts_with(kind))
+                .and_then(|l| l.split_whitespace().find_map(|p| p.strip_prefix("total=")?.parse().ok()))
+                .map(Value::Num)
+                .unwrap_or_default()
+        };
+        let mut r = Row::new(&format!("pressure.{res}"), Unit::Usec, Enforced::None, "");
+        r.held = total("some");
+        r.failcnt = total("full");
+        r.source = format!("{res}.pressure: held some total, failcnt full total (stall time)");
+        rows.push(r);
+    }
+    rows
+}
+
+fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
+    let mut rows = Vec::new();
+    if let Some(d) = m.get("pids").filter(|d| d.join("pids.current").exists()) {
+        let mut r = Row::new("numproc", Unit::Items, Enforced::Kernel, "");
+        r.held = read_value(&d.join("pids.current"));
+        r.maxheld = mh.observe("numproc", r.held);
+        r.limit = read_value(&d.join("pids.max"));
+        r.barrier = r.limit;
+        r.failcnt = keyed(&d.join("pids.events"), "max");
+        r.source =
+            "cgroup v1: held pids.current, maxheld sampled, barrier/limit pids.max, failcnt pids.events max".into();
+        rows.push(r);
+    }
+    match m.get("memory").filter(|d| d.join("memory.usage_in_bytes").exists()) {
+        Some(d) => {
+            let mut r = Row::new("physpages", Unit::Pages, Enforced::Kernel, "");
+            r.held = read_value(&d.join("memory.usage_in_bytes")).to_pages(page);
+            r.maxheld = read_value(&d.join("memory.max_usage_in_bytes")).to_pages(page);
+            r.barrier = read_value(&d.join("memory.soft_limit_in_bytes")).to_pages(page);
+            r.limit = read_value(&d.join("memory.limit_in_bytes")).to_pages(page);
+            r.failcnt = read_value(&d.join("memory.failcnt"));
+            r.source =
+                "cgroup v1: memory.usage_in_bytes, max_usage_in_bytes, soft_limit_in_bytes, limit_in_bytes, failcnt"
+                    .into();
+            rows.push(r);
+        }
+        None => {
+            for (name, unit) in [
+                ("physpages", Unit::Pages),
+                ("kmemsize", Unit::Bytes),
+                ("shmpages", Unit::Pages),
+                ("oomguarpages", Unit::Pages),
+                ("vmguarpages", Unit::Pages),
+                ("dcachesize", Unit::Bytes),
+            ] {
+                rows.push(Row::new(
+                    name,
+                    unit,
+                    Enforced::None,
+                    "unavailable: this host has no cgroup v1 memory controller for the container",
+                ));
+            }
+        }
+    }
+    if let Some(d) = m.get("cpuacct") {
+        let mut r = Row::new("cpu", Unit::Usec, Enforced::Kernel, "");
+        r.held = read_value(&d.join("cpuacct.usage")).num().map(|ns| Value::Num(ns / 1000)).unwrap_or_default();
+        if let Some(c) = m.get("cpu") {
+            r.barrier = read_value(&c.join("cpu.shares"));
+            r.limit = match read_value(&c.join("cpu.cfs_quota_us")) {
+                Value::Num(_) => read_value(&c.join("cpu.cfs_quota_us")),
+                _ => Value::Unlimited,
+            };
+            r.failcnt = keyed(&c.join("cpu.stat"), "nr_throttled");
+        }
+        r.source =
+            "cgroup v1: held cpuacct.usage, barrier cpu.shares, limit cpu.cfs_quota_us, failcnt cpu.stat nr_throttled"
+                .into();
+        rows.push(r);
+    }
+    rows
+}
+
+/// The rows the samplers fill: processes' files, sockets, locks, pages, signals, ptys.
+fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Row> {
+    let s = sampler::sample(pids, t.init_pid);
+    let bound = if s.truncated { " (bounded sample: a lower bound)" } else { "" };
+    let limits = |name: &str| {
+        t.init_pid.and_then(|p| sampler::rlimit(p, name)).map(|(soft, hard)| {
+            let v = |x: Option<u64>| x.map(Value::Num).unwrap_or(Value::Unlimited);
+            (v(soft), v(hard))
+        })
+    };
+    let mut rows = Vec::new();
+    let mut add =
+        |name: &str, unit: Unit, enforced: Enforced, held: u64, rl: Option<(Value, Value)>, source: String| {
+            let mut r = Row::new(name, unit, enforced, source + bound);
+            r.held = Value::Num(held);
+            r.maxheld = mh.observe(name, r.held);
+            if let Some((b, l)) = rl {
+                r.barrier = b;
+                r.limit = l;
+            }
+            rows.push(r);
+        };
+    add(
+        "numfile",
+        Unit::Items,
+        Enforced::RlimitPerProcess,
+        s.files,
+        limits("Max open files"),
+        "held open fds of the container's processes (/proc/<pid>/fd), barrier/limit RLIMIT_NOFILE of the init".into(),
+    );
+    add(
+        "numflock",
+        Unit::Items,
+        Enforced::None,
+        s.flocks,
+        None,
+        "held /proc/locks entries of the container's processes".into(),
+    );
+    let to_pages = |(b, l): (Value, Value)| (b.to_pages(page), l.to_pages(page));
+    add(
+        "lockedpages",
+        Unit::Pages,
+        Enforced::RlimitPerProcess,
+        (s.locked_kib * 1024).div_ceil(page),
+        limits("Max locked memory").map(to_pages),
+        "held VmLck of the container's processes, barrier/limit RLIMIT_MEMLOCK of the init".into(),
+    );
+    add(
+        "privvmpages",
+        Unit::Pages,
+        Enforced::RlimitPerProcess,
+        s.private_pages,
+        limits("Max address space").map(to_pages),
+        "held data+stack pages (/proc/<pid>/statm) of the container's processes, barrier/limit RLIMIT_AS of the init"
+            .into(),
+    );
+    add(
+        "numsiginfo",
+        Unit::Items,
+        Enforced::RlimitPerProcess,
+        s.max_sigq,
+        limits("Max pending signals"),
+        "held largest SigQ of the container's processes (counted per user), barrier/limit RLIMIT_SIGPENDING".into(),
+    );
+    add(
+        "numtcpsock",
+        Unit::Items,
+        Enforced::None,
+        s.tcp_sockets,
+        None,
+        "held TCP sockets among the container's fds (/proc/<init>/net/tcp{,6})".into(),
+    );
+    add(
+        "numothersock",
+        Unit::Items,
+        Enforced::None,
+        s.other_sockets,
+        None,
+        "held non-TCP sockets among the container's fds".into(),
+    );
+    if let Some(pid) = t.init_pid {
+        let (held, max) = sampler::ptys(pid);
+        let mut r = Row::new(
+            "numpty",
+            Unit::Items,
+            Enforced::MountOption,
+            "held entries of the container's devpts, barrier/limit its max= mount option",
+        );
+        r.held = held.map(Value::Num).unwrap_or_default();
+        r.maxheld = mh.observe("numpty", r.held);
+        let lim = max.map(Value::Num).unwrap_or(Value::Unlimited);
+        r.barrier = lim;
+        r.limit = lim;
+        rows.push(r);
+    }
+    rows.push(Row::new(
+        "numiptent",
+        Unit::Items,
+        Enforced::None,
+        "not sampled: counting netfilter rules needs nf_tables netlink in the container's network namespace",
+    ));
+    rows
+}

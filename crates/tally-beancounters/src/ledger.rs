@@ -1,0 +1,69 @@
+//! The ledger: the final beancounters of every deleted container, one JSON line each, in the
+//! state root, so usage and failures outlive the container. It is bounded: past `MAX_BYTES`
+//! the older half of the lines is dropped.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write};
+use std::path::Path;
+
+use crate::model::Beancounters;
+
+pub const FILE_NAME: &str = ".beancounters-ledger.jsonl";
+pub const MAX_BYTES: u64 = 4 << 20;
+
+/// Appends one container's final row set, with the time of deletion (seconds since the epoch).
+pub fn append(root: &Path, bc: &Beancounters) -> io::Result<()> {
+    let path = root.join(FILE_NAME);
+    if fs::metadata(&path).map(|m| m.len() > MAX_BYTES).unwrap_or(false) {
+        trim(&path)?;
+    }
+    let deleted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut line =
+        serde_json::to_vec(&serde_json::json!({"deleted": deleted, "beancounters": bc})).expect("serializes");
+    line.push(b'\n');
+    // One write of a whole line with O_APPEND: concurrent deletes never interleave lines.
+    OpenOptions::new().create(true).append(true).open(&path)?.write_all(&line)
+}
+
+fn trim(path: &Path) -> io::Result<()> {
+    let text = fs::read_to_string(path)?;
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = lines[lines.len() / 2..].join("\n") + "\n";
+    let tmp = path.with_extension("tmp");
+    fs::write(&tmp, keep)?;
+    fs::rename(tmp, path)
+}
+
+/// Every entry, oldest first.
+pub fn read(root: &Path) -> io::Result<Vec<serde_json::Value>> {
+    let text = match fs::read_to_string(root.join(FILE_NAME)) {
+        Ok(t) => t,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_are_appended_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("tally-ledger-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let bc = Beancounters {
+            id: "c1".into(),
+            cgroup: "/tally/c1".into(),
+            cgroup_id: 7,
+            page_size: 4096,
+            resources: vec![],
+        };
+        append(&dir, &bc).unwrap();
+        append(&dir, &bc).unwrap();
+        let entries = read(&dir).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[1]["beancounters"]["id"], "c1");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,155 @@
+//! The resources no cgroup file counts, sampled from /proc over the container's processes:
+//! open files, sockets, file locks, locked and private pages, queued signals, ptys. The cost of
+//! one sample is bounded: at most `MAX_PROCESSES` processes and `MAX_FDS` descriptors are
+//! looked at, and a sample that hit a bound says so in its source.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+
+pub const MAX_PROCESSES: usize = 4096;
+pub const MAX_FDS: usize = 262_144;
+
+/// What one walk over the processes found.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Sample {
+    pub processes: usize,
+    pub files: u64,
+    pub tcp_sockets: u64,
+    pub other_sockets: u64,
+    pub flocks: u64,
+    pub locked_kib: u64,
+    pub private_pages: u64,
+    pub max_sigq: u64,
+    /// A bound was hit: the counts are lower bounds.
+    pub truncated: bool,
+}
+
+/// Walks `pids` (host PIDs). `netns_pid` is a process in the container's network namespace,
+/// whose /proc/<pid>/net/tcp{,6} tell which sockets are TCP.
+pub fn sample(pids: &[i32], netns_pid: Option<i32>) -> Sample {
+    let mut s = Sample::default();
+    let mut sockets: HashSet<u64> = HashSet::new();
+    let mut fds_seen = 0usize;
+    let set: HashSet<i32> = pids.iter().copied().collect();
+    for &pid in pids.iter().take(MAX_PROCESSES) {
+        s.processes += 1;
+        if let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) {
+            for e in entries.flatten() {
+                fds_seen += 1;
+                if fds_seen > MAX_FDS {
+                    s.truncated = true;
+                    break;
+                }
+                s.files += 1;
+                if let Ok(target) = fs::read_link(e.path()) {
+                    let t = target.to_string_lossy();
+                    if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                        if let Ok(i) = inode.parse() {
+                            sockets.insert(i);
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+            s.locked_kib += status_field(&status, "VmLck:").unwrap_or(0);
+            if let Some(q) = status.lines().find_map(|l| l.strip_prefix("SigQ:")) {
+                let queued = q.trim().split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+                s.max_sigq = s.max_sigq.max(queued);
+            }
+        }
+        // statm's sixth field: data + stack pages, the private writable memory of the process.
+        if let Ok(statm) = fs::read_to_string(format!("/proc/{pid}/statm")) {
+            s.private_pages += statm.split_whitespace().nth(5).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+    }
+    if pids.len() > MAX_PROCESSES {
+        s.truncated = true;
+    }
+    let tcp = netns_pid.map(tcp_inodes).unwrap_or_default();
+    s.tcp_sockets = sockets.iter().filter(|i| tcp.contains(i)).count() as u64;
+    s.other_sockets = sockets.len() as u64 - s.tcp_sockets;
+    s.flocks = fs::read_to_string("/proc/locks").map(|l| count_locks(&l, &set)).unwrap_or(0);
+    s
+}
+
+fn status_field(status: &str, key: &str) -> Option<u64> {
+    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// Socket inodes of the TCP table (IPv4 and IPv6) of `pid`'s network namespace.
+fn tcp_inodes(pid: i32) -> HashSet<u64> {
+    let mut out = HashSet::new();
+    for table in ["tcp", "tcp6"] {
+        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
+        // Columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
+        out.extend(text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(9)?.parse::<u64>().ok()));
+    }
+    out
+}
+
+/// /proc/locks lines held by one of `pids` (`->` lines are waiters, not held locks).
+fn count_locks(locks: &str, pids: &HashSet<i32>) -> u64 {
+    locks
+        .lines()
+        .filter(|l| !l.contains("->"))
+        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<i32>().ok())
+        .filter(|p| pids.contains(p))
+        .count() as u64
+}
+
+/// The container's ptys: entries of its own devpts (seen through the init's root), and the
+/// `max=` its devpts was mounted with.
+pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
+    let held = fs::read_dir(format!("/proc/{init_pid}/root/dev/pts"))
+        .ok()
+        .map(|d| d.flatten().filter(|e| e.file_name() != "ptmx").count() as u64);
+    let mountinfo = fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
+    let max = mountinfo.lines().find_map(|l| {
+        let (left, right) = l.split_once(" - ")?;
+        if left.split_whitespace().nth(4)? != "/dev/pts" {
+            return None;
+        }
+        right.split_whitespace().nth(2)?.split(',').find_map(|o| o.strip_prefix("max=")?.parse().ok())
+    });
+    (held, max)
+}
+
+/// Soft and hard values of one /proc/<pid>/limits line ("unlimited" is `None`).
+pub fn rlimit(pid: i32, name: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let text = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("limits")).ok()?;
+    parse_limit(&text, name)
+}
+
+fn parse_limit(text: &str, name: &str) -> Option<(Option<u64>, Option<u64>)> {
+    let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
+    let mut f = rest.split_whitespace();
+    let v = |s: Option<&str>| s.and_then(|s| s.parse().ok());
+    Some((v(f.next()), v(f.next())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_and_locks_parse() {
+        let limits = "Limit                     Soft Limit           Hard Limit           Units\n\
+                      Max open files            1024                 4096                 files\n\
+                      Max locked memory         65536                unlimited            bytes\n";
+        assert_eq!(parse_limit(limits, "Max open files"), Some((Some(1024), Some(4096))));
+        assert_eq!(parse_limit(limits, "Max locked memory"), Some((Some(65536), None)));
+        let locks = "1: POSIX  ADVISORY  WRITE 42 00:1f:123 0 EOF\n1: -> POSIX  ADVISORY  WRITE 43 00:1f:123 0 EOF\n2: FLOCK  ADVISORY  WRITE 7 00:1f:9 0 EOF\n";
+        assert_eq!(count_locks(locks, &[42, 43].into_iter().collect()), 1);
+    }
+
+    #[test]
+    fn this_process_is_sampled() {
+        let me = std::process::id() as i32;
+        let s = sample(&[me], Some(me));
+        assert_eq!(s.processes, 1);
+        assert!(s.files >= 3, "{s:?}");
+        assert!(s.private_pages > 0);
+    }
+}

@@ -1,0 +1,97 @@
+//! The `/proc/user_beancounters` text format, as OpenVZ's kernel printed it on 64-bit hosts
+//! (`vzubc` and the scripts written for it parse this): a `Version: 2.5` line, a header, then
+//! per container one row per resource in kernel index order, the first row prefixed with the
+//! numeric uid and a colon. Numbers are right-aligned in 20 columns; a value that does not
+//! exist prints as 0 (as OpenVZ's `dummy` rows did), no limit as 9223372036854775807.
+
+use std::fmt::Write;
+
+use crate::model::{Beancounters, Value, UBC_ORDER};
+
+pub const VERSION_LINE: &str = "Version: 2.5";
+
+fn line(out: &mut String, uid: Option<u64>, name: &str, v: [Value; 5]) {
+    let n = |v: Value| v.num().unwrap_or(0);
+    let uid = match uid {
+        Some(u) => format!("{u:>10}:"),
+        None => " ".repeat(11),
+    };
+    let _ = writeln!(
+        out,
+        "{uid} {name:<12} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        n(v[0]),
+        n(v[1]),
+        n(v[2]),
+        n(v[3]),
+        n(v[4])
+    );
+}
+
+/// The whole file: header and one block per container.
+pub fn render(containers: &[Beancounters]) -> String {
+    let mut out = format!("{VERSION_LINE}\n");
+    let _ = writeln!(
+        out,
+        "{:>10}  {:<12} {:>20} {:>20} {:>20} {:>20} {:>20}",
+        "uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"
+    );
+    for bc in containers {
+        for (i, name) in UBC_ORDER.iter().enumerate() {
+            let values = match bc.row(name) {
+                Some(r) if *name != "dummy" => [r.held, r.maxheld, r.barrier, r.limit, r.failcnt],
+                _ => [Value::Num(0); 5],
+            };
+            line(&mut out, (i == 0).then_some(bc.cgroup_id), name, values);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Enforced, Row, Unit};
+
+    #[test]
+    fn the_table_is_the_original_format_byte_for_byte() {
+        let mut numproc = Row::new("numproc", Unit::Items, Enforced::Kernel, "pids.*");
+        numproc.held = Value::Num(3);
+        numproc.maxheld = Value::Num(20);
+        numproc.barrier = Value::Num(20);
+        numproc.limit = Value::Num(20);
+        numproc.failcnt = Value::Num(7);
+        let mut kmem = Row::new("kmemsize", Unit::Bytes, Enforced::Aggregate, "memory.stat");
+        kmem.held = Value::Num(1541542);
+        kmem.maxheld = Value::Num(2379485);
+        kmem.barrier = Value::Unlimited;
+        kmem.limit = Value::Unlimited;
+        let bc = Beancounters {
+            id: "c1".into(),
+            cgroup: "/tally/c1".into(),
+            cgroup_id: 101,
+            page_size: 4096,
+            resources: vec![kmem, numproc],
+        };
+        let text = render(&[bc]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[0], "Version: 2.5");
+        assert_eq!(
+            lines[1],
+            "       uid  resource                     held              maxheld              barrier                limit              failcnt"
+        );
+        assert_eq!(
+            lines[2],
+            "       101: kmemsize                  1541542              2379485  9223372036854775807  9223372036854775807                    0"
+        );
+        assert_eq!(
+            lines[3],
+            "            lockedpages                     0                    0                    0                    0                    0"
+        );
+        assert_eq!(
+            lines[7],
+            "            numproc                         3                   20                   20                   20                    7"
+        );
+        assert_eq!(lines.len(), 2 + UBC_ORDER.len());
+        assert!(lines.iter().all(|l| !l.ends_with(' ')));
+    }
+}

@@ -1,0 +1,65 @@
+//! `beancounters`: each container's OpenVZ-style resource accounting, read from its cgroup and
+//! sampled from /proc (tally_beancounters), with sampled high-water marks kept in the state
+//! directory; and the snapshot `delete` appends to the ledger.
+
+use std::path::PathBuf;
+
+use tally_beancounters::{collect, Beancounters, MaxHeld, Target};
+
+use super::LifecycleError;
+use crate::state::{ContainerDir, ContainerState, Lock, StateRoot, Status};
+
+const MAXHELD_FILE: &str = "beancounters.maxheld.json";
+
+/// The beancounters of `ids`, or of every container when `ids` is empty.
+pub fn beancounters(root: &StateRoot, ids: &[String]) -> Result<Vec<Beancounters>, LifecycleError> {
+    let listing_all = ids.is_empty();
+    let ids = if listing_all { root.ids()? } else { ids.to_vec() };
+    let mut out = Vec::new();
+    for id in &ids {
+        let dir = match ContainerDir::open(root, id, Lock::Shared) {
+            Ok(d) => d,
+            // A container deleted while everything is listed is simply not listed.
+            Err(_) if listing_all => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let Some(state) = dir.load()? else { continue };
+        out.push(read(&dir, &state));
+    }
+    Ok(out)
+}
+
+/// One container's beancounters now, updating its sampled maxheld.
+pub(super) fn read(dir: &ContainerDir, state: &ContainerState) -> Beancounters {
+    let alive = dir.status(Some(state)) != Status::Stopped;
+    let path: PathBuf = dir.path().join(MAXHELD_FILE);
+    let mut maxheld = MaxHeld::load(&path);
+    let target = Target {
+        id: &state.id,
+        cgroup_path: &state.cgroup_path,
+        init_pid: alive.then_some(state.pid),
+        shmall: configured_shmall(dir),
+    };
+    let bc = collect(&target, &mut maxheld);
+    // Losing a high-water mark costs accuracy, not correctness: not an error.
+    let _ = maxheld.save(&path);
+    bc
+}
+
+/// `kernel.shmall` from the config `create` kept: the container's IPC namespace is the only
+/// place the kernel shows it.
+fn configured_shmall(dir: &ContainerDir) -> Option<u64> {
+    let data = std::fs::read(dir.config_path()).ok()?;
+    let config: serde_json::Value = serde_json::from_slice(&data).ok()?;
+    config["linux"]["sysctl"]["kernel.shmall"].as_str()?.trim().parse().ok()
+}
+
+/// The ledger's entries, oldest first.
+pub fn ledger(root: &StateRoot) -> Result<Vec<serde_json::Value>, LifecycleError> {
+    tally_beancounters::ledger::read(root.path()).map_err(|source| {
+        LifecycleError::State(crate::state::StateError::Root {
+            path: root.path().join(tally_beancounters::ledger::FILE_NAME),
+            source,
+        })
+    })
+}
