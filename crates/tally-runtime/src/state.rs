@@ -270,10 +270,12 @@ impl ContainerDir {
         if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone {
             return Status::Stopped;
         }
-        if self.fifo_path().exists() {
-            Status::Created
-        } else if state.paused {
+        // A frozen container is `paused` whether or not it was started (runc's view); after
+        // `resume` it is `created` or `running` again.
+        if state.paused {
             Status::Paused
+        } else if self.fifo_path().exists() {
+            Status::Created
         } else {
             Status::Running
         }

@@ -22,9 +22,7 @@ use tally_beancounters::{cgroup_rows, Layout, Row};
 /// container's beancounters in `data.beancounters` (runc's fields keep their names).
 pub fn stats_event(root: &StateRoot, id: &str) -> Result<Value, LifecycleError> {
     let (dir, state, cgroup) = open(root, id)?;
-    let mut data = runc_stats(&cgroup.stats()?);
-    data["beancounters"] = json!(super::beancounters::read(&dir, &state).resources);
-    Ok(json!({"type": "stats", "id": id, "data": data}))
+    Ok(json!({"type": "stats", "id": id, "data": stats_data(&cgroup, &dir, &state)?}))
 }
 
 /// Prints events with `emit` until the container stops: `stats` every `interval`; `oom` and
@@ -83,12 +81,8 @@ pub fn watch(
         seen = now;
         if Instant::now() >= next {
             next += interval;
-            match cgroup.stats() {
-                Ok(s) => {
-                    let mut data = runc_stats(&s);
-                    data["beancounters"] = json!(super::beancounters::read(&dir, &state).resources);
-                    emit(&json!({"type": "stats", "id": id, "data": data}))
-                }
+            match stats_data(&cgroup, &dir, &state) {
+                Ok(data) => emit(&json!({"type": "stats", "id": id, "data": data})),
                 // The cgroup goes away with the container: that ends the stream, not an error.
                 Err(_) if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone => return Ok(()),
                 Err(e) => return Err(e.into()),
@@ -199,5 +193,70 @@ pub fn runc_stats(s: &Stats) -> Value {
             "sectorsRecursive": blkio(&s.blkio.sectors),
         },
         "hugetlb": hugetlb,
+        // runc prints these too; tally has no Intel RDT or network statistics to put there.
+        "intel_rdt": {},
+        "network_interfaces": null,
     })
+}
+
+/// runc's `cpuset` object: the container's CPUs and memory nodes as lists, and the v1 flags.
+fn cpuset_stats(cgroup_path: &std::path::Path) -> Value {
+    let (dir, v2) = match Layout::find(cgroup_path) {
+        Layout::V2(d) => (Some(d), true),
+        Layout::V1(m) => (m.get("cpuset").cloned(), false),
+    };
+    let read = |name: &str| dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
+    let list = |name: &str| -> Vec<u32> { read(name).map(|t| parse_list(t.trim())).unwrap_or_default() };
+    let flag = |name: &str| -> u64 { read(name).and_then(|t| t.trim().parse().ok()).unwrap_or(0) };
+    let (cpus, mems) = if v2 {
+        (list("cpuset.cpus.effective"), list("cpuset.mems.effective"))
+    } else {
+        (list("cpuset.cpus"), list("cpuset.mems"))
+    };
+    json!({
+        "cpus": cpus,
+        "mems": mems,
+        "cpu_exclusive": flag("cpuset.cpu_exclusive"),
+        "mem_exclusive": flag("cpuset.mem_exclusive"),
+        "mem_hardwall": flag("cpuset.mem_hardwall"),
+        "memory_migrate": flag("cpuset.memory_migrate"),
+        "memory_pressure": flag("cpuset.memory_pressure"),
+        "memory_spread_page": flag("cpuset.memory_spread_page"),
+        "memory_spread_slab": flag("cpuset.memory_spread_slab"),
+        "sched_load_balance": flag("cpuset.sched_load_balance"),
+        "sched_relax_domain_level": flag("cpuset.sched_relax_domain_level"),
+    })
+}
+
+/// A kernel CPU list ("0-3,8") as its numbers.
+fn parse_list(text: &str) -> Vec<u32> {
+    let mut out = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                if let (Ok(a), Ok(b)) = (a.parse::<u32>(), b.parse::<u32>()) {
+                    out.extend(a..=b.min(a.saturating_add(4096)));
+                }
+            }
+            None => out.extend(part.parse::<u32>().ok()),
+        }
+    }
+    out
+}
+
+/// The full `data` of a stats event.
+fn stats_data(cgroup: &Cgroup, dir: &ContainerDir, state: &ContainerState) -> Result<Value, LifecycleError> {
+    let mut data = runc_stats(&cgroup.stats()?);
+    data["cpuset"] = cpuset_stats(&state.cgroup_path);
+    data["beancounters"] = json!(super::beancounters::read(dir, state).resources);
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cpu_lists_expand() {
+        assert_eq!(super::parse_list("0-3,8"), [0, 1, 2, 3, 8]);
+        assert_eq!(super::parse_list(""), Vec::<u32>::new());
+    }
 }

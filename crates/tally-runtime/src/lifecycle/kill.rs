@@ -24,14 +24,25 @@ pub fn kill(root: &StateRoot, id: &str, signal: i32, all: bool) -> Result<(), Li
             // SAFETY: kill takes a pid and a signal number.
             unsafe { libc::kill(pid, signal) };
         }
-        // A frozen process acts on SIGKILL only once thawed (v1); runc thaws too. The state
-        // keeps `paused` so that `resume` still answers as the caller expects.
-        if status == Status::Paused && signal == libc::SIGKILL {
-            let _ = cg.freeze(false);
-        }
+        thaw_if_killed(&state, status, signal, Some(cg));
         return Ok(());
     }
-    signal_init(state.pid, state.pid_start_time, signal).map_err(sig_err)
+    signal_init(state.pid, state.pid_start_time, signal).map_err(sig_err)?;
+    thaw_if_killed(&state, status, signal, None);
+    Ok(())
+}
+
+/// A frozen process acts on SIGKILL only once thawed (cgroup v1); runc thaws too. The state
+/// keeps `paused`, which the dead init turns into `stopped`.
+fn thaw_if_killed(state: &crate::state::ContainerState, status: Status, signal: i32, cg: Option<Cgroup>) {
+    if status != Status::Paused || signal != libc::SIGKILL {
+        return;
+    }
+    let cg = cg
+        .or_else(|| Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, &state.id).ok());
+    if let Some(cg) = cg {
+        let _ = cg.freeze(false);
+    }
 }
 
 /// Signals the init only if it is still the process that was started: the pidfd pins the
