@@ -85,7 +85,7 @@ pub fn watch(
                 Ok(data) => emit(&json!({"type": "stats", "id": id, "data": data})),
                 // The cgroup goes away with the container: that ends the stream, not an error.
                 Err(_) if proc_info::liveness(state.pid, state.pid_start_time) == Liveness::Gone => return Ok(()),
-                Err(e) => return Err(e.into()),
+                Err(e) => return Err(e),
             }
         }
     }
