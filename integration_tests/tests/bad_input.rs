@@ -295,3 +295,17 @@ fn list_json_prints_null_when_there_are_no_containers() {
     let r = Tally::new().run(&["list", "--format", "json"]).ok();
     assert_eq!(r.stdout.trim(), "null", "as runc prints it");
 }
+
+#[test]
+fn negative_or_out_of_range_limits_are_named() {
+    for (id, resources, needles) in [
+        ("bad-mem", json!({"memory": {"limit": -5}}), &["linux.resources.memory.limit", "-5"][..]),
+        ("bad-pids", json!({"pids": {"limit": -7}}), &["linux.resources.pids.limit", "-7"][..]),
+        ("bad-swappiness", json!({"memory": {"swappiness": 200}}), &["memory.swappiness", "0 to 100"][..]),
+        ("bad-unified", json!({"unified": {"../memory.max": "1"}}), &["unified", "../memory.max"][..]),
+    ] {
+        let mut b = Bundle::busybox(id);
+        b.edit(|c| c["linux"]["resources"] = resources);
+        create_fails(id, &b, needles);
+    }
+}

@@ -26,6 +26,8 @@ pub enum CgroupError {
     BadSub(String),
     #[error("linux.resources.{field}: the {controller} cgroup controller is not available on this host ({mode})")]
     NoController { field: &'static str, controller: String, mode: &'static str },
+    #[error("linux.resources.{field}: {value} is not a valid value: {message}")]
+    Value { field: &'static str, value: i64, message: &'static str },
     #[error("linux.resources.unified {key:?}: {message}")]
     Unified { key: String, message: String },
 }
@@ -219,6 +221,7 @@ pub fn available_controllers() -> (bool, Vec<String>) {
 /// Refuses limits whose controller this host lacks (the spec: a runtime must not silently
 /// drop a configured limit). Empty sections need nothing.
 pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
+    check_values(res)?;
     let (v2, available) = available_controllers();
     let mode = if v2 { "cgroup v2" } else { "cgroup v1" };
     let has = |c: &str| available.iter().any(|a| a == c);
@@ -274,6 +277,38 @@ pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
         let controller = key.split('.').next().unwrap_or_default();
         if controller != "cgroup" && !has(controller) {
             return Err(err(&format!("the {controller} controller is not available on this host")));
+        }
+    }
+    Ok(())
+}
+
+/// Values no controller accepts, refused before anything is written.
+fn check_values(res: &LinuxResources) -> Result<(), CgroupError> {
+    let at_least_minus_one = |field: &'static str, v: Option<i64>| match v {
+        Some(v) if v < -1 => Err(CgroupError::Value { field, value: v, message: "must be -1 (no limit) or more" }),
+        _ => Ok(()),
+    };
+    if let Some(m) = res.memory() {
+        at_least_minus_one("memory.limit", m.limit())?;
+        at_least_minus_one("memory.reservation", m.reservation())?;
+        at_least_minus_one("memory.swap", m.swap())?;
+        if let Some(sw) = m.swappiness().filter(|s| *s > 100) {
+            return Err(CgroupError::Value {
+                field: "memory.swappiness",
+                value: sw as i64,
+                message: "must be 0 to 100",
+            });
+        }
+    }
+    if let Some(c) = res.cpu() {
+        at_least_minus_one("cpu.quota", c.quota())?;
+    }
+    if let Some(p) = res.pids() {
+        at_least_minus_one("pids.limit", Some(p.limit()))?;
+    }
+    if let Some(w) = res.block_io().as_ref().and_then(|b| b.weight()) {
+        if !(10..=1000).contains(&w) && w != 0 {
+            return Err(CgroupError::Value { field: "blockIO.weight", value: w as i64, message: "must be 10 to 1000" });
         }
     }
     Ok(())

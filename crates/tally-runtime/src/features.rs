@@ -11,7 +11,7 @@ use crate::security::{capabilities, seccomp};
 
 /// Annotations whose values change what the runtime does, and so must not be taken from
 /// untrusted image configs (the spec's `potentiallyUnsafeConfigAnnotations`).
-const UNSAFE_ANNOTATIONS: &[&str] = &["org.tally.beancounter."];
+const UNSAFE_ANNOTATIONS: &[&str] = &[tally_beancounters::annotations::PREFIX];
 
 pub fn document() -> Value {
     let (v2_only, _) = crate::cgroups::available_controllers();
@@ -58,6 +58,13 @@ pub fn document() -> Value {
         "annotations": {
             "org.tally.version": env!("CARGO_PKG_VERSION"),
             "io.github.seccomp.libseccomp.version": libseccomp_version(),
+            // The beancounter annotations tally takes: the prefix and each settable resource.
+            "org.tally.beancounter.prefix": tally_beancounters::annotations::PREFIX,
+            "org.tally.beancounter.resources": tally_beancounters::annotations::RESOURCES
+                .iter()
+                .map(|(r, _)| *r)
+                .collect::<Vec<_>>()
+                .join(","),
         },
         "potentiallyUnsafeConfigAnnotations": UNSAFE_ANNOTATIONS,
     })
@@ -92,5 +99,7 @@ mod tests {
         assert!(d["linux"]["seccomp"]["actions"].as_array().unwrap().contains(&json!("SCMP_ACT_NOTIFY")));
         assert!(d["mountOptions"].as_array().unwrap().contains(&json!("bind")));
         assert!(d["linux"]["capabilities"].as_array().unwrap().contains(&json!("CAP_SYS_ADMIN")));
+        assert_eq!(d["potentiallyUnsafeConfigAnnotations"], json!(["org.tally.beancounter."]));
+        assert!(d["annotations"]["org.tally.beancounter.resources"].as_str().unwrap().contains("numproc"));
     }
 }
