@@ -70,8 +70,32 @@ pub fn sample(pids: &[i32], netns_pid: Option<i32>) -> Sample {
     let tcp = netns_pid.map(tcp_inodes).unwrap_or_default();
     s.tcp_sockets = sockets.iter().filter(|i| tcp.contains(i)).count() as u64;
     s.other_sockets = sockets.len() as u64 - s.tcp_sockets;
-    s.flocks = fs::read_to_string("/proc/locks").map(|l| count_locks(&l, &set)).unwrap_or(0);
+    if !pids.is_empty() {
+        s.flocks = count_locks(proc_locks(), &set);
+    }
     s
+}
+
+/// /proc/locks, read once per process: each read takes the kernel's file-lock rwsem for
+/// writing, which waits for an RCU grace period (~10-20 ms), so a container with no processes
+/// never reads it and a listing of many containers reads it once.
+fn proc_locks() -> &'static str {
+    static LOCKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LOCKS.get_or_init(|| {
+        // Large reads: every read(2) of the seq file takes that rwsem again.
+        use std::io::Read;
+        let mut out = Vec::new();
+        if let Ok(mut f) = fs::File::open("/proc/locks") {
+            let mut buf = vec![0u8; 1 << 16];
+            while let Ok(n) = f.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                out.extend_from_slice(&buf[..n]);
+            }
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    })
 }
 
 fn status_field(status: &str, key: &str) -> Option<u64> {

@@ -222,6 +222,17 @@ pub fn available_controllers() -> (bool, Vec<String>) {
 /// drop a configured limit). Empty sections need nothing.
 pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
     check_values(res)?;
+    // Most configs carry only device rules: nothing to look up then.
+    let devices_only = res.memory().is_none()
+        && res.cpu().is_none()
+        && res.pids().is_none()
+        && res.block_io().is_none()
+        && res.hugepage_limits().as_ref().is_none_or(|h| h.is_empty())
+        && res.rdma().as_ref().is_none_or(|r| r.is_empty())
+        && res.unified().as_ref().is_none_or(|u| u.is_empty());
+    if devices_only {
+        return Ok(());
+    }
     let (v2, available) = available_controllers();
     let mode = if v2 { "cgroup v2" } else { "cgroup v1" };
     let has = |c: &str| available.iter().any(|a| a == c);
