@@ -1,0 +1,52 @@
+# lib.sh: assertions for the end-to-end scripts. Each check prints "ok" or "FAIL" with what it
+# saw; `finish` prints the summary and exits non-zero if anything failed.
+failures=0
+checks=0
+
+ok() { checks=$((checks + 1)); echo "  ok: $1"; }
+fail() { checks=$((checks + 1)); failures=$((failures + 1)); echo "  FAIL: $1"; }
+
+# expect_eq WHAT EXPECTED ACTUAL
+expect_eq() {
+  if [ "$2" = "$3" ]; then ok "$1"; else fail "$1: expected [$2], got [$3]"; fi
+}
+
+# expect_contains WHAT NEEDLE HAYSTACK
+expect_contains() {
+  case $3 in
+    *"$2"*) ok "$1" ;;
+    *) fail "$1: [$2] not in [$3]" ;;
+  esac
+}
+
+# expect_status WHAT EXPECTED_STATUS CMD...: runs CMD, compares its exit status; its output is
+# kept in $out (stdout and stderr together).
+expect_status() {
+  what=$1
+  want=$2
+  shift 2
+  out=$("$@" 2>&1)
+  got=$?
+  if [ "$got" = "$want" ]; then ok "$what"; else fail "$what: exit status $got, expected $want; output: $out"; fi
+}
+
+# A busybox root filesystem in DIR (what the images and --rootfs runs use).
+make_rootfs() {
+  mkdir -p "$1/bin" "$1/proc" "$1/sys" "$1/dev" "$1/etc" "$1/tmp" "$1/root" "$1/run" "$1/var/tmp"
+  cp /bin/busybox "$1/bin/busybox"
+  for applet in $(/bin/busybox --list); do
+    [ "$applet" = busybox ] || ln -sf busybox "$1/bin/$applet"
+  done
+  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' > "$1/etc/passwd"
+  printf 'root:x:0:\nnobody:x:65534:\n' > "$1/etc/group"
+}
+
+# Cgroup directories named NAME anywhere in the host's hierarchies.
+cgroups_named() {
+  find /sys/fs/cgroup -maxdepth 6 -type d -name "$1" 2>/dev/null
+}
+
+finish() {
+  echo "== $1: $((checks - failures)) of $checks checks passed"
+  [ "$failures" = 0 ]
+}

@@ -1,0 +1,72 @@
+#!/bin/sh
+# podman.sh TALLY: Podman (as root, cgroupfs, file events, no network, its storage in a temp
+# dir) runs busybox root filesystems with `--runtime TALLY --rootfs`: run --rm with output and
+# exit code, detached run + exec + exec -t + pause/unpause + update + stop + rm, run -t, and a
+# missing program whose error (tally's, from its JSON log) Podman shows. Nothing is left behind.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/lib.sh"
+tally=$(realpath "$1")
+work=$(mktemp -d /tmp/tally-e2e-podman.XXXXXX)
+make_rootfs "$work/rootfs"
+cat > "$work/containers.conf" <<CONF
+[containers]
+# Podman's default nofile limit (1048576) needs CAP_SYS_RESOURCE, which this host withholds.
+default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "tally"
+[engine.runtimes]
+tally = ["$tally"]
+CONF
+export CONTAINERS_CONF="$work/containers.conf"
+podman() {
+  command podman --root "$work/storage" --runroot "$work/run" --tmpdir "$work/tmp" \
+    --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally" "$@"
+}
+cleanup() {
+  podman rm --force --all >/dev/null 2>&1
+  grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+echo "== podman $(command podman --version | awk '{print $3}') --runtime $tally"
+expect_status "podman run --rm returns the container's exit status (3)" 3 \
+  podman run --rm --rootfs "$work/rootfs" sh -c 'echo hello from tally; exit 3'
+expect_contains "podman run --rm prints the container's output" "hello from tally" "$out"
+
+expect_status "podman run -d" 0 podman run -d --name e2e-c1 --rootfs "$work/rootfs" sleep 300
+expect_status "podman exec" 0 podman exec e2e-c1 sh -c 'echo exec-ok; cat /proc/1/cmdline | tr "\0" " "'
+expect_contains "the exec ran in the container" "exec-ok" "$out"
+expect_contains "the exec shares the pid namespace (PID 1 is sleep)" "sleep 300" "$out"
+expect_status "podman exec returns the process's status (4)" 4 podman exec e2e-c1 sh -c 'exit 4'
+expect_status "podman exec -t (a pty through the console socket)" 0 podman exec -t e2e-c1 tty
+expect_contains "the exec's stdin is a pty" "/dev/pts/" "$out"
+expect_status "podman pause" 0 podman pause e2e-c1
+expect_contains "podman shows it paused" "paused" "$(podman inspect --format '{{.State.Status}}' e2e-c1)"
+expect_status "podman unpause" 0 podman unpause e2e-c1
+expect_contains "podman shows it running" "running" "$(podman inspect --format '{{.State.Status}}' e2e-c1)"
+expect_status "podman update --pids-limit 50" 0 podman update --pids-limit 50 e2e-c1
+cid=$(podman inspect --format '{{.Id}}' e2e-c1)
+pids_max=$(cat "$(cgroups_named "libpod-$cid*" | grep pids | head -1)/pids.max" 2>/dev/null \
+  || cat "$(find /sys/fs/cgroup/pids -type d -name "*$cid*" | head -1)/pids.max" 2>/dev/null)
+expect_eq "the container's pids.max is 50" "50" "$pids_max"
+expect_status "podman stop" 0 podman stop --time 2 e2e-c1
+expect_status "podman rm" 0 podman rm e2e-c1
+
+expect_status "podman run -t" 0 podman run --rm -t --rootfs "$work/rootfs" tty
+expect_contains "a terminal container has a pty" "/dev/pts/" "$out"
+
+expect_status "podman run of a missing program fails" 127 \
+  podman run --rm --rootfs "$work/rootfs" /no/such/program
+expect_contains "podman shows tally's error" "/no/such/program" "$out"
+
+expect_eq "podman has no containers left" "" "$(podman ps -aq)"
+expect_eq "no libpod cgroup of the test remains" "" "$(find /sys/fs/cgroup -maxdepth 4 -type d -name "*$cid*" 2>/dev/null)"
+cleanup
+trap - EXIT
+expect_eq "no conmon remains" "" "$(pgrep -f "conmon.*$work" || true)"
+finish podman
