@@ -10,7 +10,7 @@ TALLY       := target/$(TARGET)/release/tally
 SANDBOX     := hack/cgroup-sandbox.sh
 SKIP_LOG    := target/skipped-tests.txt
 
-.PHONY: all deps build test unit-test integration-test vm-test demo bench lint clean
+.PHONY: all deps build test unit-test integration-test vm-test e2e demo bench lint clean
 
 all: build
 
@@ -21,8 +21,8 @@ build: deps
 	$(STATIC_ENV) cargo build --release --locked --target $(TARGET) -p tally
 
 # Unit tests (no containers), then the container tests on the host inside the cgroup sandbox,
-# then the same tests and the cgroup v2 ones in the VM.
-test: unit-test integration-test vm-test
+# then the same tests and the cgroup v2 ones in the VM, then Podman and containerd driving tally.
+test: unit-test integration-test vm-test e2e
 	@if [ -s $(SKIP_LOG) ]; then echo "== skipped tests (reason):"; sort -u $(SKIP_LOG); fi
 
 unit-test: deps
@@ -35,6 +35,10 @@ integration-test: build
 
 vm-test: build
 	hack/vm-test.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
+
+# Real clients: Podman (--runtime) and a private containerd (ctr run --runc-binary).
+e2e: build
+	TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) hack/e2e/run.sh $(TALLY)
 
 demo: build
 	hack/demo.sh $(TALLY)

@@ -15,7 +15,8 @@
 #   SANDBOX_NO_UNIFIED=1  leave out the cgroup2 "unified" mount (crun 1.8 refuses hybrid mode)
 set -eu
 [ $# -gt 0 ] || { echo "usage: $0 CMD [ARG...]" >&2; exit 2; }
-if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ]; then
+# (busybox's stat names no cgroup2 file system: the controllers file tells v2 apart too.)
+if [ "$(stat -f -c %T /sys/fs/cgroup)" = cgroup2fs ] || [ -e /sys/fs/cgroup/cgroup.controllers ]; then
   exec "$@"
 fi
 exec unshare --mount --propagation private sh -c '

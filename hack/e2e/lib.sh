@@ -46,6 +46,12 @@ cgroups_named() {
   find /sys/fs/cgroup -maxdepth 6 -type d -name "$1" 2>/dev/null
 }
 
+# skip WHAT REASON: said, and recorded with the tests' skips (make test lists them).
+skip() {
+  echo "  (skipped: $1: $2)"
+  if [ -n "${TALLY_SKIP_LOG:-}" ]; then echo "e2e: $1: $2" >> "$TALLY_SKIP_LOG"; fi
+}
+
 finish() {
   echo "== $1: $((checks - failures)) of $checks checks passed"
   [ "$failures" = 0 ]

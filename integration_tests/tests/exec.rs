@@ -145,7 +145,13 @@ fn exec_refuses_stopped_and_paused_containers() {
     let b = running(&t, id, |_| {});
     t.run(&["pause", id]).ok();
     t.run(&["exec", id, "true"]).fails_with(&["paused", "--ignore-paused"]);
+    // With --ignore-paused the process is set up, then frozen with the rest until resume.
+    t.run_to_files(&["exec", "-d", "--ignore-paused", id, "touch", "/tmp/after-resume"]).ok();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let marker = b.rootfs().join("tmp/after-resume");
+    assert!(!marker.exists(), "the program must not run while the container is paused");
     t.run(&["resume", id]).ok();
+    integration_tests::wait_for_file(&marker);
     t.run(&["exec", id, "true"]).ok();
     finish(&t, id, &b);
 }

@@ -174,7 +174,9 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
                 unified_max(bytes(s.limit, page)),
                 "linux.resources.unified[\"memory.swap.max\"]",
             )?;
-            if s.barrier != s.limit {
+            // As for physpages, a barrier of 0 is OpenVZ's "none" (memory.swap.high 0 would
+            // throttle the first swap-out).
+            if s.barrier != s.limit && s.barrier != Some(0) {
                 set(
                     u,
                     "memory.swap.high",
@@ -185,6 +187,9 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
             Ok(())
         }
         "vmguarpages" => {
+            if !v2 {
+                return Err(needs_v2("memory.low"));
+            }
             let b = bytes(s.barrier, page).ok_or("the barrier (memory.low) must be a number")?;
             set(
                 obj(config, &["linux", "resources", "memory"]),
@@ -238,7 +243,12 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
                 "linux.sysctl[\"kernel.shmall\"]",
             )
         }
-        "numfile" => rlimit(config, "RLIMIT_NOFILE", s, 1),
+        "numfile" => {
+            if s.limit.is_none() || s.barrier.is_none() {
+                return Err("cannot be unlimited: the kernel caps RLIMIT_NOFILE at fs.nr_open".into());
+            }
+            rlimit(config, "RLIMIT_NOFILE", s, 1)
+        }
         "lockedpages" => rlimit(config, "RLIMIT_MEMLOCK", s, page),
         "numsiginfo" => rlimit(config, "RLIMIT_SIGPENDING", s, 1),
         "privvmpages" => rlimit(config, "RLIMIT_AS", s, page),

@@ -33,7 +33,8 @@ impl MaxHeld {
 
     /// Written to a temporary file and renamed, so a concurrent reader never sees half.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("tmp");
+        // Readers run concurrently (beancounters, events): each its own temporary name.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
         fs::write(&tmp, serde_json::to_vec(&self.0).expect("map serializes"))?;
         fs::rename(tmp, path)
     }
@@ -155,7 +156,8 @@ fn hugetlb_sizes(dir: &Path) -> Vec<String> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
-            name.strip_prefix("hugetlb.")?.strip_suffix(".max").map(String::from)
+            // hugetlb.2MB.max, not hugetlb.2MB.rsvd.max (reservations are not charges).
+            name.strip_prefix("hugetlb.")?.strip_suffix(".max").filter(|s| !s.contains('.')).map(String::from)
         })
         .collect();
     sizes.sort();
@@ -180,7 +182,13 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     }
     let order =
         |name: &str| crate::model::UBC_ORDER.iter().position(|n| *n == name).unwrap_or(crate::model::UBC_ORDER.len());
-    // UBC rows in kernel order first, then swappages and the extensions as read.
+    // Every UBC resource has a row: one this host cannot give is there, with null values.
+    for name in crate::model::UBC_ORDER.iter().chain(["swappages"].iter()) {
+        if *name != "dummy" && !rows.iter().any(|r| r.resource == *name) {
+            rows.push(Row::new(name, unit_of(name), Enforced::None, unavailable(&layout, name)));
+        }
+    }
+    // UBC rows in kernel order first, then swappages and the extensions as read (stable sort).
     rows.sort_by_key(|r| order(&r.resource));
     Beancounters {
         id: t.id.to_string(),
@@ -198,6 +206,24 @@ pub fn cgroup_rows(layout: &Layout) -> Vec<Row> {
     match layout {
         Layout::V2(d) => v2_rows(d, page_size(), &mut scratch),
         Layout::V1(m) => v1_rows(m, page_size(), &mut scratch),
+    }
+}
+
+fn unit_of(name: &str) -> Unit {
+    match name {
+        "kmemsize" | "tcpsndbuf" | "tcprcvbuf" | "othersockbuf" | "dgramrcvbuf" | "dcachesize" => Unit::Bytes,
+        n if n.ends_with("pages") => Unit::Pages,
+        _ => Unit::Items,
+    }
+}
+
+fn unavailable(layout: &Layout, name: &str) -> String {
+    let controller = if name == "numproc" { "pids" } else { "memory" };
+    match layout {
+        Layout::V2(_) => {
+            format!("unavailable: the container's cgroup has no {controller} files (controller not enabled)")
+        }
+        Layout::V1(_) => format!("unavailable: not read from cgroup v1 (or no v1 {controller} hierarchy here)"),
     }
 }
 
@@ -294,7 +320,12 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
         let mut r = Row::new("oomguarpages", Unit::Pages, Enforced::None, "");
         r.held =
             read_value(&f("memory.current")).num().map(|m| Value::Num(m + swap)).unwrap_or_default().to_pages(page);
-        r.maxheld = mh.observe("oomguarpages", r.held);
+        // The kernel's peaks, where it has them, bound the sampled mark from below.
+        let peaks: u64 = ["memory.peak", "memory.swap.peak"].iter().map(|p| read_value(&f(p)).num().unwrap_or(0)).sum();
+        r.maxheld = match mh.observe("oomguarpages", r.held) {
+            Value::Num(m) => Value::Num(m.max(peaks.div_ceil(page))),
+            v => v,
+        };
         r.barrier = read_value(&f("memory.min")).to_pages(page);
         r.limit = Value::Unlimited;
         r.failcnt = keyed(&f("memory.events"), "oom_kill");

@@ -4,6 +4,8 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
 use crate::model::Beancounters;
@@ -14,15 +16,29 @@ pub const MAX_BYTES: u64 = 4 << 20;
 /// Appends one container's final row set, with the time of deletion (seconds since the epoch).
 pub fn append(root: &Path, bc: &Beancounters) -> io::Result<()> {
     let path = root.join(FILE_NAME);
-    if fs::metadata(&path).map(|m| m.len() > MAX_BYTES).unwrap_or(false) {
-        trim(&path)?;
-    }
     let deleted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut line =
         serde_json::to_vec(&serde_json::json!({"deleted": deleted, "beancounters": bc})).expect("serializes");
     line.push(b'\n');
-    // One write of a whole line with O_APPEND: concurrent deletes never interleave lines.
-    OpenOptions::new().create(true).append(true).open(&path)?.write_all(&line)
+    // Concurrent deletes append one whole line each (O_APPEND); the lock keeps a trim, which
+    // replaces the file, from losing a line appended meanwhile: a writer that locked the file
+    // a trim replaced opens the new one.
+    let mut file = loop {
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        // SAFETY: flock only takes an fd we own and an operation constant.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (locked, current) = (file.metadata()?, fs::metadata(&path)?);
+        if (locked.dev(), locked.ino()) == (current.dev(), current.ino()) {
+            break file;
+        }
+    };
+    if file.metadata()?.len() > MAX_BYTES {
+        trim(&path)?;
+        file = OpenOptions::new().append(true).open(&path)?;
+    }
+    file.write_all(&line)
 }
 
 fn trim(path: &Path) -> io::Result<()> {

@@ -6,6 +6,9 @@ use serde::{Serialize, Serializer};
 /// How OpenVZ printed "no limit", and how tally prints it.
 pub const UNLIMITED: u64 = i64::MAX as u64;
 
+/// cgroup v1's "no limit" for byte counters (PAGE_COUNTER_MAX pages of 4 KiB).
+const V1_UNLIMITED: u64 = 9223372036854771712;
+
 /// One of the five numbers: a value, no limit, or nothing to report (JSON `null`; never faked).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Value {
@@ -28,7 +31,13 @@ impl Value {
     pub fn from_limit(text: &str) -> Value {
         match text.trim() {
             "max" => Value::Unlimited,
-            t => t.parse().map(Value::Num).unwrap_or(Value::Absent),
+            // cgroup v1 writes "no limit" as the largest page-aligned counter value.
+            t => match t.parse::<u64>() {
+                Ok(n) if n >= V1_UNLIMITED => Value::Unlimited,
+                Ok(n) => Value::Num(n),
+                Err(_) if t == "-1" => Value::Unlimited,
+                Err(_) => Value::Absent,
+            },
         }
     }
 
@@ -165,6 +174,8 @@ mod tests {
     fn limits_and_pages() {
         assert_eq!(Value::from_limit("max\n"), Value::Unlimited);
         assert_eq!(Value::from_limit("33554432"), Value::Num(33554432));
+        assert_eq!(Value::from_limit("9223372036854771712"), Value::Unlimited);
+        assert_eq!(Value::from_limit("-1"), Value::Unlimited);
         assert_eq!(Value::Num(33554432).to_pages(4096), Value::Num(8192));
         assert_eq!(Value::Num(1).to_pages(4096), Value::Num(1));
         assert_eq!(serde_json::to_string(&Value::Absent).unwrap(), "null");

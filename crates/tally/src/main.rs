@@ -15,6 +15,10 @@ use tally_runtime::state::StateRoot;
 use cli::{Cli, Command, CreateArgs, ListFormat};
 
 fn main() -> ExitCode {
+    // Rust ignores SIGPIPE, which turns `tally list | head` into a panic on the closed pipe;
+    // a command-line tool ends quietly there instead.
+    // SAFETY: installs the default disposition; no handler code runs.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
@@ -168,14 +172,10 @@ fn print_beancounters(root: &StateRoot, format: ListFormat, ledger: bool, ids: &
         if format == ListFormat::Json {
             println!("{}", serde_json::to_string_pretty(&entries)?);
         } else {
-            for e in &entries {
-                println!(
-                    "# {} deleted at {} (seconds since the epoch)",
-                    e["beancounters"]["id"].as_str().unwrap_or("?"),
-                    e["deleted"]
-                );
-                print_table_rows(&e["beancounters"]);
-            }
+            // One table, as /proc/user_beancounters held every container; the uid column is
+            // each container's cgroup inode (--format json has the IDs and deletion times).
+            let all: Vec<_> = entries.iter().map(|e| from_ledger(&e["beancounters"])).collect();
+            print!("{}", tally_beancounters::table::render(&all));
         }
         return Ok(());
     }
@@ -188,8 +188,8 @@ fn print_beancounters(root: &StateRoot, format: ListFormat, ledger: bool, ids: &
     Ok(())
 }
 
-/// A ledger entry's rows through the table renderer.
-fn print_table_rows(bc: &serde_json::Value) {
+/// A ledger entry back into the model, for the table renderer.
+fn from_ledger(bc: &serde_json::Value) -> tally_beancounters::Beancounters {
     let rows = bc["resources"].as_array().cloned().unwrap_or_default();
     let value = |v: &serde_json::Value| match v.as_u64() {
         Some(n) if n >= tally_beancounters::model::UNLIMITED => tally_beancounters::Value::Unlimited,
@@ -213,14 +213,13 @@ fn print_table_rows(bc: &serde_json::Value) {
             row
         })
         .collect();
-    let bc = tally_beancounters::Beancounters {
+    tally_beancounters::Beancounters {
         id: bc["id"].as_str().unwrap_or_default().into(),
         cgroup: bc["cgroup"].as_str().unwrap_or_default().into(),
         cgroup_id: bc["cgroup_id"].as_u64().unwrap_or(0),
         page_size: bc["page_size"].as_u64().unwrap_or(4096),
         resources,
-    };
-    print!("{}", tally_beancounters::table::render(&[bc]));
+    }
 }
 
 /// Go's duration syntax as runc takes it for `--interval`: 5s, 500ms, 1m, 1h.

@@ -23,7 +23,12 @@ pub fn beancounters(root: &StateRoot, ids: &[String]) -> Result<Vec<Beancounters
             Err(_) if listing_all => continue,
             Err(e) => return Err(e.into()),
         };
-        let Some(state) = dir.load()? else { continue };
+        let Some(state) = dir.load()? else {
+            if listing_all {
+                continue;
+            }
+            return Err(LifecycleError::Creating(id.clone()));
+        };
         out.push(read(&dir, &state));
     }
     Ok(out)

@@ -73,10 +73,11 @@ pub(super) fn delete_with(
         }
         Status::Stopped | Status::Creating => {}
     }
+    cgroup.remove()?;
+    // Once the container is surely gone, so a retried delete never appends it twice.
     if let Err(e) = tally_beancounters::ledger::append(root.path(), &last) {
         tracing::warn!("beancounter ledger in {}: {e}", root.path().display());
     }
-    cgroup.remove()?;
     dir.remove()?;
     let doc = hooks::state_json(id, "stopped", None, &state.bundle, &state.annotations);
     hooks::run_all_warn(Phase::Poststop, state.hooks.as_ref(), &doc);

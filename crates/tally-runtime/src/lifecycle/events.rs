@@ -95,7 +95,13 @@ const V1_POLL: Duration = Duration::from_millis(250);
 
 /// The failcnt of every row that has one, with the row.
 fn failcnts(layout: &Layout) -> HashMap<String, (u64, Row)> {
-    cgroup_rows(layout).into_iter().filter_map(|r| Some((r.resource.clone(), (r.failcnt.num()?, r)))).collect()
+    cgroup_rows(layout)
+        .into_iter()
+        // cpu's nr_throttled and the pressure rows' stall times change all the time and are
+        // not refusals: only counters from the *.events files make events.
+        .filter(|r| r.resource != "cpu" && !r.resource.starts_with("pressure."))
+        .filter_map(|r| Some((r.resource.clone(), (r.failcnt.num()?, r))))
+        .collect()
 }
 
 /// No lock is held: `events` runs as long as the container does, and `delete` must not wait

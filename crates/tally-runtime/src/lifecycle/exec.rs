@@ -101,6 +101,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         preserve_fds: opts.preserve_fds,
         cgroup: &cgroup,
         sub_cgroup: opts.cgroup.as_deref(),
+        frozen: status == Status::Paused,
         timeout: SETUP_TIMEOUT,
     })?;
     if let Some(p) = &opts.pid_file {

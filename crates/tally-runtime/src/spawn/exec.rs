@@ -36,6 +36,9 @@ pub struct ExecRequest<'a> {
     pub cgroup: &'a Cgroup,
     /// `exec --cgroup`: a sub-cgroup of the container's to put the process in.
     pub sub_cgroup: Option<&'a str>,
+    /// The container is paused (`--ignore-paused`): the process joins the frozen cgroup only
+    /// after its setup, and freezes there until `resume`, before its program runs.
+    pub frozen: bool,
     pub timeout: std::time::Duration,
 }
 
@@ -74,9 +77,12 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
 
     let mut process_pid = None;
     let result = (|| -> Result<i32, SpawnError> {
-        match req.sub_cgroup {
-            Some(sub) => req.cgroup.add_task_to_sub(child, sub)?,
-            None => req.cgroup.add_task(child)?,
+        let join = |pid: i32| match req.sub_cgroup {
+            Some(sub) => req.cgroup.add_task_to_sub(pid, sub),
+            None => req.cgroup.add_task(pid),
+        };
+        if !req.frozen {
+            join(child)?;
         }
         ours.send(&Message::Proceed)?;
         let mut ready = false;
@@ -97,6 +103,12 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                     };
                     send_to_listener(req.id, req.bundle, req.annotations, cfg, pid, &fd)?;
                     ours.send(&Message::Proceed)?;
+                }
+                Ok(Message::Ready) if req.frozen => {
+                    // Its execve comes after `resume`: that it runs cannot be waited for here.
+                    let pid = process_pid.ok_or(SpawnError::Died("no process id was reported".into()))?;
+                    join(pid)?;
+                    return Ok(pid);
                 }
                 Ok(Message::Ready) => ready = true,
                 Ok(Message::Failed(msg)) => return Err(SpawnError::Init(msg)),
