@@ -107,5 +107,8 @@ cleanup
 trap - EXIT
 expect_eq "no cgroup of the namespace remains" "" "$(cgroups_named "$ns")"
 expect_eq "no shim remains" "" "$(pgrep -f "containerd-shim-runc-v2.*$ns" || true)"
-rmdir "$runc_root" /run/containerd/runc 2>/dev/null
+# The shim's tally root for this namespace (its ledger included) was this run's alone.
+rm -rf "$runc_root"
+rmdir /run/containerd/runc /run/containerd/fifo /run/containerd/s /run/containerd 2>/dev/null
+expect_eq "no tally state of the namespace remains" "no" "$([ -e "$runc_root" ] && echo yes || echo no)"
 finish containerd

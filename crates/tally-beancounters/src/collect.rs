@@ -218,6 +218,12 @@ fn unit_of(name: &str) -> Unit {
 }
 
 fn unavailable(layout: &Layout, name: &str) -> String {
+    if matches!(name, "numpty") {
+        return "unavailable: no running init to sample the container's devpts through".into();
+    }
+    if name == "swappages" {
+        return "unavailable: no memory.swap.* files (no swap accounting for this cgroup)".into();
+    }
     let controller = if name == "numproc" { "pids" } else { "memory" };
     match layout {
         Layout::V2(_) => {

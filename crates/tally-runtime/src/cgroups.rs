@@ -24,6 +24,10 @@ pub enum CgroupError {
          sub-cgroup of the container's"
     )]
     BadSub(String),
+    #[error(
+        "linux.cgroupsPath {0:?}: with --systemd-cgroup it must be [slice]:prefix:name (e.g. system.slice:tally:c1)"
+    )]
+    BadSystemdPath(String),
     #[error("linux.resources.{field}: the {controller} cgroup controller is not available on this host ({mode})")]
     NoController { field: &'static str, controller: String, mode: &'static str },
     #[error("linux.resources.{field}: {value} is not a valid value: {message}")]
@@ -51,8 +55,63 @@ pub const DEFAULT_PARENT: &str = "tally";
 
 pub struct Cgroup {
     path: PathBuf,
+    systemd: bool,
     default_path: bool,
     manager: AnyCgroupManager,
+}
+
+/// With `--systemd-cgroup`, `linux.cgroupsPath` is systemd's `slice:prefix:name` (the slice may
+/// be empty: `system.slice`), the default `:tally:<id>`; the systemd manager makes the unit
+/// `<prefix>-<name>.scope` in that slice.
+pub fn systemd_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
+    let Some(p) = spec_path.filter(|p| !p.as_os_str().is_empty()) else {
+        return Ok(PathBuf::from(format!(":tally:{id}")));
+    };
+    let text = p.to_string_lossy();
+    let parts: Vec<&str> = text.split(':').collect();
+    let ok = matches!(parts.len(), 2 | 3)
+        && parts[parts.len() - 1] != ""
+        && parts.iter().all(|s| !s.contains('/'))
+        && (parts.len() == 2 || parts[0].is_empty() || parts[0].ends_with(".slice"));
+    if !ok {
+        return Err(CgroupError::BadSystemdPath(text.into_owned()));
+    }
+    Ok(p.to_path_buf())
+}
+
+/// Where systemd puts the unit of `slice:prefix:name`, relative to the cgroup root: slices
+/// nest by their dashes (`a-b.slice` lives in `a.slice`).
+pub fn systemd_dir(path: &Path) -> PathBuf {
+    let text = path.to_string_lossy();
+    let parts: Vec<&str> = text.split(':').collect();
+    let (slice, prefix, name) = match parts.as_slice() {
+        [p, n] => ("", *p, *n),
+        [s, p, n] => (*s, *p, *n),
+        _ => return path.to_path_buf(),
+    };
+    let slice = if slice.is_empty() { "system.slice" } else { slice };
+    let mut dir = PathBuf::new();
+    let stem = slice.trim_end_matches(".slice");
+    let mut acc = String::new();
+    for part in stem.split('-') {
+        if !acc.is_empty() {
+            acc.push('-');
+        }
+        acc.push_str(part);
+        dir.push(format!("{acc}.slice"));
+    }
+    let unit = if prefix.is_empty() { format!("{name}.scope") } else { format!("{prefix}-{name}.scope") };
+    dir.push(unit);
+    dir
+}
+
+/// The cgroup's directory relative to each hierarchy's root, for the files tally reads itself.
+pub fn hierarchy_path(path: &Path, systemd: bool) -> PathBuf {
+    if systemd {
+        Path::new("/").join(systemd_dir(path))
+    } else {
+        path.to_path_buf()
+    }
 }
 
 /// Chooses the container's cgroup path: `linux.cgroupsPath` or `/tally/<id>`.
@@ -85,7 +144,7 @@ impl Cgroup {
             container_name: id.to_string(),
         })
         .map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
-        Ok(Self { path: path.into(), default_path, manager })
+        Ok(Self { path: path.into(), systemd, default_path, manager })
     }
 
     pub fn path(&self) -> &Path {
@@ -141,7 +200,8 @@ impl Cgroup {
         if bad {
             return Err(CgroupError::BadSub(spec.into()));
         }
-        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        let dir = hierarchy_path(&self.path, self.systemd);
+        let relative = dir.strip_prefix("/").unwrap_or(&dir);
         let mut joined = 0;
         for mount in cgroup_mounts() {
             let name = mount.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
@@ -359,5 +419,18 @@ mod tests {
         assert_eq!(container_path(Some(Path::new("/a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
         assert_eq!(container_path(Some(Path::new("a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
         assert!(container_path(Some(Path::new("/a/../../b")), "c1").is_err());
+    }
+
+    #[test]
+    fn systemd_paths_are_slice_prefix_name() {
+        assert_eq!(systemd_path(None, "c1").unwrap(), PathBuf::from(":tally:c1"));
+        assert!(systemd_path(Some(Path::new("machine.slice:podman:abc")), "c1").is_ok());
+        assert!(systemd_path(Some(Path::new("/tally/c1")), "c1").is_err());
+        assert!(systemd_path(Some(Path::new("a:b:c:d")), "c1").is_err());
+        assert_eq!(systemd_dir(Path::new(":tally:c1")), PathBuf::from("system.slice/tally-c1.scope"));
+        assert_eq!(
+            systemd_dir(Path::new("kubepods-besteffort.slice:cri-containerd:abc")),
+            PathBuf::from("kubepods.slice/kubepods-besteffort.slice/cri-containerd-abc.scope")
+        );
     }
 }

@@ -39,9 +39,10 @@ pub(super) fn read(dir: &ContainerDir, state: &ContainerState) -> Beancounters {
     let alive = dir.status(Some(state)) != Status::Stopped;
     let path: PathBuf = dir.path().join(MAXHELD_FILE);
     let mut maxheld = MaxHeld::load(&path);
+    let cgroup_path = crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup);
     let target = Target {
         id: &state.id,
-        cgroup_path: &state.cgroup_path,
+        cgroup_path: &cgroup_path,
         init_pid: alive.then_some(state.pid),
         shmall: configured_shmall(dir),
     };

@@ -49,7 +49,11 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         Some(cfg) => Some(security::seccomp::compile_cached(cfg, &root.path().join(".seccomp-cache"))?),
         None => None,
     };
-    let (cg_path, default_cg) = cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?;
+    let (cg_path, default_cg) = if opts.systemd_cgroup {
+        (cgroups::systemd_path(linux.cgroups_path().as_deref(), container_id)?, false)
+    } else {
+        cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?
+    };
     if let Some(res) = linux.resources() {
         cgroups::check_controllers(res)?;
     }

@@ -37,7 +37,7 @@ pub fn watch(
     let (dir, state, cgroup) = open(root, id)?;
     // The pidfd turns readable when the init exits, which ends the stream at once.
     let Ok(pidfd) = sys::pidfd_open(state.pid) else { return Ok(()) };
-    let layout = Layout::find(&state.cgroup_path);
+    let layout = Layout::find(&crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup));
     let watch = EventsWatch::new(&layout.events_files());
     let mut seen = failcnts(&layout);
     let mut next = Instant::now() + interval;
@@ -253,7 +253,7 @@ fn parse_list(text: &str) -> Vec<u32> {
 /// The full `data` of a stats event.
 fn stats_data(cgroup: &Cgroup, dir: &ContainerDir, state: &ContainerState) -> Result<Value, LifecycleError> {
     let mut data = runc_stats(&cgroup.stats()?);
-    data["cpuset"] = cpuset_stats(&state.cgroup_path);
+    data["cpuset"] = cpuset_stats(&crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup));
     data["beancounters"] = json!(super::beancounters::read(dir, state).resources);
     Ok(data)
 }

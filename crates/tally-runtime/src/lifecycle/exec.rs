@@ -85,6 +85,18 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         Some(cfg) => Some(crate::security::seccomp::compile_cached(cfg, &root.path().join(".seccomp-cache"))?),
         None => None,
     };
+    let frozen = status == Status::Paused;
+    if frozen
+        && process.no_new_privileges().unwrap_or(false)
+        && seccomp_cfg.is_some_and(crate::security::seccomp::uses_notify)
+    {
+        // Its listener fd would be handed over after the freeze, with no runtime left to take it.
+        return Err(ExecError::Invalid(
+            "--ignore-paused: a process with a seccomp notify filter and noNewPrivileges cannot start in a paused container"
+                .into(),
+        )
+        .into());
+    }
     let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
 
     let set = (!opts.detach).then(block_forwarded);
@@ -101,7 +113,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         preserve_fds: opts.preserve_fds,
         cgroup: &cgroup,
         sub_cgroup: opts.cgroup.as_deref(),
-        frozen: status == Status::Paused,
+        frozen,
         timeout: SETUP_TIMEOUT,
     })?;
     if let Some(p) = &opts.pid_file {

@@ -108,6 +108,9 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                     // Its execve comes after `resume`: that it runs cannot be waited for here.
                     let pid = process_pid.ok_or(SpawnError::Died("no process id was reported".into()))?;
                     join(pid)?;
+                    // It waits for this before its execve, and it is frozen now: it reads it, and
+                    // runs its program, after `resume`.
+                    ours.send(&Message::Proceed)?;
                     return Ok(pid);
                 }
                 Ok(Message::Ready) => ready = true,
@@ -164,6 +167,15 @@ fn join(
     }
     let program = prepare(req, channel, console_socket)?;
     channel.send(&Message::Ready).map_err(|e| e.to_string())?;
+    if req.frozen {
+        // The runtime moves this process into the frozen cgroup now; going on without waiting
+        // for it would let the program run before the freeze takes hold.
+        match channel.recv() {
+            Ok(Message::Proceed) => {}
+            Ok(other) => return Err(format!("sync channel: expected proceed, got {other:?}")),
+            Err(e) => return Err(e.to_string()),
+        }
+    }
     // With no_new_privs the filter goes on last, so it constrains the program and nothing of
     // the setup; the runtime still takes a listener fd after `Ready`.
     if let (Some((_, filter)), true) = (req.seccomp, req.process.no_new_privileges().unwrap_or(false)) {
