@@ -70,7 +70,7 @@ pub fn systemd_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, Cgrou
     let text = p.to_string_lossy();
     let parts: Vec<&str> = text.split(':').collect();
     let ok = matches!(parts.len(), 2 | 3)
-        && parts[parts.len() - 1] != ""
+        && !parts[parts.len() - 1].is_empty()
         && parts.iter().all(|s| !s.contains('/'))
         && (parts.len() == 2 || parts[0].is_empty() || parts[0].ends_with(".slice"));
     if !ok {
