@@ -281,3 +281,16 @@ fn start_reports_a_program_the_kernel_cannot_execute() {
     t.run(&["delete", "nx"]).ok();
     t.assert_clean("nx", &b);
 }
+
+#[test]
+fn kill_term_ends_a_created_container_whose_init_has_its_own_pid_namespace() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("kill-created");
+    b.sh("sleep 300");
+    t.create("kill-created", &b).ok();
+    assert_eq!(t.status("kill-created"), "created");
+    t.run(&["kill", "kill-created", "TERM"]).ok();
+    t.wait_status("kill-created", "stopped");
+    t.run(&["delete", "kill-created"]).ok();
+    t.assert_clean("kill-created", &b);
+}

@@ -15,10 +15,6 @@ use tally_runtime::state::StateRoot;
 use cli::{Cli, Command, CreateArgs, ListFormat};
 
 fn main() -> ExitCode {
-    // Rust ignores SIGPIPE, which turns `tally list | head` into a panic on the closed pipe;
-    // a command-line tool ends quietly there instead.
-    // SAFETY: installs the default disposition; no handler code runs.
-    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let args = cli::normalize_args(std::env::args());
     let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
@@ -35,6 +31,23 @@ fn main() -> ExitCode {
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("tally: {e:#}");
         return ExitCode::FAILURE;
+    }
+    // Rust ignores SIGPIPE, which turns `tally list | head` into a panic on the closed pipe.
+    // The commands that only print end quietly there instead; the others keep it ignored, since
+    // a hook that does not read its stdin must be an EPIPE error, not the end of the runtime.
+    if matches!(
+        cli.command,
+        Some(
+            Command::List { .. }
+                | Command::State { .. }
+                | Command::Ps { .. }
+                | Command::Beancounters { .. }
+                | Command::Features
+                | Command::Events { .. }
+        )
+    ) {
+        // SAFETY: installs the default disposition; no handler code runs.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
     let result = dispatch(cli);
     if let Err(e) = &result {

@@ -199,6 +199,10 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
 
+    // As the init of a new PID namespace this process ignores every signal it has no handler
+    // for, even from the host: `kill ID TERM` on a created container would do nothing. Until
+    // exec (which resets them) the usual termination signals end it.
+    terminate_on_signals();
     // `tally start` writes one byte to the fifo. Anything else means no start will come.
     let mut byte = [0u8; 1];
     match (&*ctx.fifo).read(&mut byte) {
@@ -226,6 +230,18 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
     Ok(program)
+}
+
+extern "C" fn exit_on_signal(sig: libc::c_int) {
+    // SAFETY: _exit is async-signal-safe and ends the process without running any other code.
+    unsafe { libc::_exit(128 + sig) }
+}
+
+fn terminate_on_signals() {
+    for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT, libc::SIGUSR1, libc::SIGUSR2] {
+        // SAFETY: the handler only calls _exit; `signal` installs it for one valid signal number.
+        unsafe { libc::signal(sig, exit_on_signal as *const () as libc::sighandler_t) };
+    }
 }
 
 fn become_root() -> std::io::Result<()> {
