@@ -294,3 +294,27 @@ fn kill_term_ends_a_created_container_whose_init_has_its_own_pid_namespace() {
     t.run(&["delete", "kill-created"]).ok();
     t.assert_clean("kill-created", &b);
 }
+
+#[test]
+fn delete_force_cleans_up_a_create_that_died_half_way_even_in_a_custom_cgroup() {
+    use std::fs;
+    let t = Tally::new();
+    let mut b = Bundle::busybox("half");
+    let cg = format!("/tally-it-half-{}", std::process::id());
+    b.edit(|c| c["linux"]["cgroupsPath"] = serde_json::json!(cg));
+    // What a create killed after making its cgroup leaves: the state directory with the config
+    // copy but no state.json, and the cgroup.
+    let dir = t.root.join("half");
+    fs::create_dir_all(&dir).unwrap();
+    fs::copy(b.dir.join("config.json"), dir.join("config.json")).unwrap();
+    let pids_cg = std::path::Path::new("/sys/fs/cgroup/pids").join(cg.trim_start_matches('/'));
+    let v2_cg = std::path::Path::new("/sys/fs/cgroup").join(cg.trim_start_matches('/'));
+    let made = match integration_tests::cgroup_host() {
+        integration_tests::CgroupHost::V1 => pids_cg,
+        integration_tests::CgroupHost::V2 => v2_cg,
+    };
+    fs::create_dir_all(&made).unwrap();
+    t.run(&["delete", "--force", "half"]).ok();
+    assert!(!made.exists(), "{} remains", made.display());
+    t.assert_clean("half", &b);
+}

@@ -60,6 +60,11 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
 
     let dir = ContainerDir::create(root, container_id)?;
     let result = (|| {
+        // Before anything else is made: `exec` reads it later, and a `delete --force` of a create
+        // that died half-way finds the cgroup path in it.
+        fs::write(dir.config_path(), &bundle.raw).map_err(|source| {
+            LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
+        })?;
         let cgroup = Cgroup::open(&cg_path, default_cg, opts.systemd_cgroup, container_id)?;
         let spawned = spawn::spawn(&Request {
             id: container_id,
@@ -96,15 +101,10 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             paused: false,
             resources: linux.resources().clone(),
         };
-        let saved = fs::write(dir.config_path(), &bundle.raw)
-            .map_err(|source| {
-                LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
-            })
-            .and_then(|()| dir.save(&state).map_err(LifecycleError::from))
-            .and_then(|()| match opts.pid_file {
-                Some(p) => write_pid_file(p, spawned.pid),
-                None => Ok(()),
-            });
+        let saved = dir.save(&state).map_err(LifecycleError::from).and_then(|()| match opts.pid_file {
+            Some(p) => write_pid_file(p, spawned.pid),
+            None => Ok(()),
+        });
         let pid = spawned.pid;
         match saved.and_then(|()| spawned.commit().map_err(LifecycleError::from)) {
             Ok(()) => Ok(Created { pid, cgroup }),

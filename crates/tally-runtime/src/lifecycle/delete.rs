@@ -28,8 +28,13 @@ pub(super) fn delete_with(
     let state = match dir.load() {
         Ok(Some(s)) => s,
         Ok(None) | Err(StateError::Corrupt { .. }) if force => {
-            // A create that died half-way: the default cgroup is the only other thing it made.
-            if let Ok((path, default)) = cgroups::container_path(None, id) {
+            // A create that died half-way: its cgroup is the only other thing it made, at the
+            // config's cgroupsPath (the copy create writes first) or the default.
+            let spec_path = std::fs::read(dir.config_path())
+                .ok()
+                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
+                .and_then(|c| c["linux"]["cgroupsPath"].as_str().map(std::path::PathBuf::from));
+            if let Ok((path, default)) = cgroups::container_path(spec_path.as_deref(), id) {
                 if let Ok(cg) = Cgroup::open(&path, default, false, id) {
                     let _ = cg.remove();
                 }
