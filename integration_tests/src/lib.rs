@@ -196,6 +196,22 @@ impl Tally {
         Ran::from(out)
     }
 
+    /// Like `run`, with every fd above stderr closed in tally: for tests of what a container
+    /// inherits, which must not depend on what the test's own caller left open.
+    pub fn run_with_only_stdio(&self, args: &[&str]) -> Ran {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = self.command();
+        cmd.args(args).stdin(Stdio::null());
+        // SAFETY: between fork and exec only close_range, which is async-signal-safe.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                Ok(())
+            });
+        }
+        Ran::from(cmd.output().expect("spawn tally"))
+    }
+
     /// Like `run`, but the output goes through files, so a container process that inherits
     /// stdout cannot keep this call waiting for end-of-file.
     pub fn run_to_files(&self, args: &[&str]) -> Ran {

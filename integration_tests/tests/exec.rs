@@ -221,10 +221,17 @@ fn an_exec_inherits_no_fd_of_the_runtime_and_keeps_the_containers_seccomp() {
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
         });
     });
-    let r = t.run(&["exec", id, "ls", "/proc/self/fd"]).ok();
-    let fds: Vec<&str> = r.stdout.split_whitespace().collect();
-    // ls's own directory fd is the only one above stderr.
-    assert_eq!(fds, ["0", "1", "2", "3"], "{}", r.stdout);
+    // ls's own directory fd is the only one above stderr, also when the caller asks to preserve
+    // fds it did not pass: none of tally's own (state directory, channel, pidfd) may fill them.
+    for extra in [&[][..], &["--preserve-fds", "8"][..]] {
+        let mut args = vec!["exec"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&[id, "ls", "/proc/self/fd"]);
+        let r = t.run_with_only_stdio(&args).ok();
+        let fds: Vec<&str> = r.stdout.split_whitespace().collect();
+        assert_eq!(fds, ["0", "1", "2", "3"], "{extra:?}: {}", r.stdout);
+    }
+    t.run(&["exec", "--preserve-fds", "4294967295", id, "true"]).fails_with(&["--preserve-fds", "4294967295"]);
     let r = t.run(&["exec", id, "sh", "-c", "mkdir /tmp/x 2>&1; grep Seccomp: /proc/self/status"]).ok();
     assert!(r.stdout.contains("Operation not permitted") && r.stdout.contains("Seccomp:\t2"), "{}", r.stdout);
     finish(&t, id, &b);

@@ -309,3 +309,17 @@ fn a_missing_cwd_is_an_error_at_create() {
     t.create("proc-nocwd", &b).fails_with(&["process.cwd", "/no/such/dir", "No such file"]);
     t.assert_clean("proc-nocwd", &b);
 }
+
+#[test]
+fn preserve_fds_beyond_what_the_caller_passed_hands_over_none_of_tallys_own() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("proc-fds-gap");
+    // The caller passes no fd 3 and up: with the state directory, the sync channel and the
+    // start fifo open in tally, none of them may reach the container as fds 3-10.
+    b.sh("echo $(ls /proc/self/fd)");
+    let r = t
+        .run_with_only_stdio(&["run", "--preserve-fds", "8", "--bundle", b.dir.to_str().unwrap(), "proc-fds-gap"])
+        .ok();
+    assert_eq!(r.stdout.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3"], "{}", r.stdout);
+    t.assert_clean("proc-fds-gap", &b);
+}

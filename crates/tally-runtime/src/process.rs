@@ -5,6 +5,7 @@
 use std::ffi::CString;
 use std::fs;
 use std::io;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub enum ProcessError {
     Nul { field: &'static str },
     #[error("--preserve-fds: {0}")]
     Fds(io::Error),
+    #[error("--preserve-fds {count}: more than the open-file limit allows ({max} at most)")]
+    TooManyFds { count: u32, max: u64 },
     #[error("exec {path}: {source}")]
     Exec { path: PathBuf, source: io::Error },
 }
@@ -132,14 +135,74 @@ pub fn set_identity(user: &User) -> Result<(), ProcessError> {
     Ok(())
 }
 
-/// Keeps fds 3..3+n open across exec (the caller's `--preserve-fds`) and closes everything
-/// else tally still holds.
-pub fn limit_inherited_fds(preserve: u32) -> Result<(), ProcessError> {
-    for fd in 3..3 + preserve as i32 {
-        // SAFETY: F_SETFD on a possibly-closed fd is harmless; EBADF is ignored.
-        unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+/// The caller's fds 3..3+n (`--preserve-fds n`) as they were when tally started. A number in
+/// that range the caller did not pass is held by a placeholder (/dev/null, close-on-exec), so
+/// no fd tally opens later (its log, the state directory, the sync channel) can land there and
+/// be handed to the container; placeholders are closed before exec.
+#[derive(Debug, Clone, Default)]
+pub struct Preserved {
+    count: u32,
+    placeholders: Vec<RawFd>,
+}
+
+impl Preserved {
+    /// Must run before tally opens anything.
+    pub fn claim(count: u32) -> Result<Preserved, ProcessError> {
+        let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes one rlimit struct into a live local.
+        unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+        let max = rl.rlim_cur.saturating_sub(3).min(1 << 20);
+        if u64::from(count) > max {
+            return Err(ProcessError::TooManyFds { count, max });
+        }
+        let mut placeholders = Vec::new();
+        for fd in 3..3 + count as RawFd {
+            // SAFETY: F_GETFD only reads the flags of a possibly-closed fd.
+            if unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                continue;
+            }
+            // SAFETY: open of a constant path; dup3 onto a free fd number; close of our own fd.
+            unsafe {
+                let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+                if null < 0 {
+                    return Err(ProcessError::Fds(io::Error::last_os_error()));
+                }
+                if null != fd {
+                    let r = libc::dup3(null, fd, libc::O_CLOEXEC);
+                    libc::close(null);
+                    if r < 0 {
+                        return Err(ProcessError::Fds(io::Error::last_os_error()));
+                    }
+                }
+            }
+            placeholders.push(fd);
+        }
+        Ok(Preserved { count, placeholders })
     }
-    sys::cloexec_from(3 + preserve).map_err(ProcessError::Fds)
+
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The first fd number above the preserved range.
+    pub fn end(&self) -> u32 {
+        3 + self.count
+    }
+}
+
+/// Keeps the caller's preserved fds open across exec, closes the placeholders, and marks
+/// everything else tally still holds close-on-exec.
+pub fn limit_inherited_fds(preserved: &Preserved) -> Result<(), ProcessError> {
+    for fd in 3..preserved.end() as RawFd {
+        if preserved.placeholders.contains(&fd) {
+            // SAFETY: closes a placeholder this process made.
+            unsafe { libc::close(fd) };
+        } else {
+            // SAFETY: F_SETFD on one of the caller's fds only clears its close-on-exec flag.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, 0) };
+        }
+    }
+    sys::cloexec_from(preserved.end()).map_err(ProcessError::Fds)
 }
 
 /// A signal mask and ignored signals survive execve: the Rust runtime ignores SIGPIPE at
@@ -148,7 +211,7 @@ pub fn reset_signals() {
     // SAFETY: an empty, initialised set; signal() with SIG_DFL on every catchable signal
     // installs no handler code.
     unsafe {
-        for sig in 1..libc::SIGRTMAX() {
+        for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 libc::signal(sig, libc::SIG_DFL);
             }

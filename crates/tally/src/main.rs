@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Parser;
 use tally_runtime::lifecycle::{self, CreateOptions, ExecOptions, RunOptions, UpdateFlags};
+use tally_runtime::process::Preserved;
 use tally_runtime::state::StateRoot;
 
 use cli::{Cli, Command, CreateArgs, ListFormat};
@@ -28,6 +29,14 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
+    // Before anything is opened (the log first): the caller's fds 3..3+N are claimed, so that
+    // none of tally's own fds can be among the ones handed to the container.
+    let preserve = match &cli.command {
+        Some(Command::Create(a)) | Some(Command::Run { create: a, .. }) => a.preserve_fds,
+        Some(Command::Exec(a)) => a.preserve_fds,
+        _ => 0,
+    };
+    let preserved = Preserved::claim(preserve);
     if let Err(e) = logging::init(cli.log.as_deref(), cli.log_format, cli.debug) {
         eprintln!("tally: {e:#}");
         return ExitCode::FAILURE;
@@ -49,7 +58,7 @@ fn main() -> ExitCode {
         // SAFETY: installs the default disposition; no handler code runs.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let result = dispatch(cli);
+    let result = preserved.map_err(anyhow::Error::from).and_then(|p| dispatch(cli, p));
     if let Err(e) = &result {
         // The runtime's errors already carry their causes in their text.
         tracing::error!("{e}");
@@ -61,18 +70,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool) -> CreateOptions<'a> {
+fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool, preserved: &'a Preserved) -> CreateOptions<'a> {
     CreateOptions {
         bundle: &a.bundle,
         pid_file: a.pid_file.as_deref(),
         console_socket: a.console_socket.as_deref(),
         no_pivot: a.no_pivot,
-        preserve_fds: a.preserve_fds,
+        preserved,
         systemd_cgroup,
     }
 }
 
-fn dispatch(cli: Cli) -> Result<u8> {
+fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
     if cli.version {
         println!("tally version {}\nspec: {}", env!("CARGO_PKG_VERSION"), tally_runtime::OCI_VERSION);
         return Ok(0);
@@ -91,14 +100,14 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
         }
         Command::Create(a) => {
-            lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup))?;
+            lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup, &preserved))?;
         }
         Command::Start { id } => lifecycle::start(&root, &id)?,
         Command::Run { create, detach, keep, no_subreaper: _ } => {
             let code = lifecycle::run(
                 &root,
                 &create.id,
-                &create_options(&create, cli.systemd_cgroup),
+                &create_options(&create, cli.systemd_cgroup, &preserved),
                 &RunOptions { detach, keep },
             )?;
             return Ok(code.clamp(0, 255) as u8);
@@ -127,7 +136,7 @@ fn dispatch(cli: Cli) -> Result<u8> {
                 additional_gids: a.additional_gids,
                 caps: a.cap,
                 no_new_privs: a.no_new_privs,
-                preserve_fds: a.preserve_fds,
+                preserved,
                 ignore_paused: a.ignore_paused,
                 cgroup: a.cgroup,
             };

@@ -18,7 +18,7 @@ pub struct CreateOptions<'a> {
     pub pid_file: Option<&'a Path>,
     pub console_socket: Option<&'a Path>,
     pub no_pivot: bool,
-    pub preserve_fds: u32,
+    pub preserved: &'a crate::process::Preserved,
     pub systemd_cgroup: bool,
 }
 
@@ -74,7 +74,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             seccomp: seccomp.as_ref(),
             console_socket: opts.console_socket,
             no_pivot: opts.no_pivot,
-            preserve_fds: opts.preserve_fds,
+            preserved: opts.preserved,
             cgroup: &cgroup,
             timeout: SETUP_TIMEOUT,
         });

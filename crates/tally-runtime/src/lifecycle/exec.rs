@@ -46,7 +46,7 @@ pub struct ExecOptions {
     pub additional_gids: Vec<u32>,
     pub caps: Vec<String>,
     pub no_new_privs: bool,
-    pub preserve_fds: u32,
+    pub preserved: crate::process::Preserved,
     pub ignore_paused: bool,
     pub cgroup: Option<String>,
 }
@@ -110,7 +110,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         seccomp: seccomp_cfg.zip(filter.as_ref()),
         personality: linux.and_then(|l| l.personality().as_ref()),
         console_socket: opts.console_socket.as_deref(),
-        preserve_fds: opts.preserve_fds,
+        preserved: &opts.preserved,
         cgroup: &cgroup,
         sub_cgroup: opts.cgroup.as_deref(),
         frozen,

@@ -32,7 +32,7 @@ pub struct ExecRequest<'a> {
     pub seccomp: Option<(&'a oci_spec::runtime::LinuxSeccomp, &'a Filter)>,
     pub personality: Option<&'a LinuxPersonality>,
     pub console_socket: Option<&'a Path>,
-    pub preserve_fds: u32,
+    pub preserved: &'a crate::process::Preserved,
     pub cgroup: &'a Cgroup,
     /// `exec --cgroup`: a sub-cgroup of the container's to put the process in.
     pub sub_cgroup: Option<&'a str>,
@@ -148,7 +148,7 @@ fn join(
     unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     let mut keep = vec![channel.raw_fd(), pidfd.as_raw_fd()];
     keep.extend(console_socket.map(|s| s.as_raw_fd()));
-    sys::close_fds_except(3 + req.preserve_fds, &keep).map_err(|e| format!("close inherited fds: {e}"))?;
+    sys::close_fds_except(req.preserved.end(), &keep).map_err(|e| format!("close inherited fds: {e}"))?;
     namespaces::join_process(pidfd, flags).map_err(|e| e.to_string())?;
     match channel.recv() {
         Ok(Message::Proceed) => {}
@@ -213,7 +213,7 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
         caps.after_user_switch().map_err(|e| s(&e))?;
     }
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
-    process::limit_inherited_fds(req.preserve_fds).map_err(|e| s(&e))?;
+    process::limit_inherited_fds(req.preserved).map_err(|e| s(&e))?;
     process::reset_signals();
     Ok(program)
 }

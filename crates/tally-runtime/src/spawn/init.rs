@@ -28,7 +28,7 @@ pub struct Context<'a> {
     pub seccomp: Option<&'a security::seccomp::Filter>,
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
-    pub preserve_fds: u32,
+    pub preserved: &'a crate::process::Preserved,
 }
 
 /// Runs the container process; the value returned is its exit status on failure.
@@ -64,7 +64,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     let mut keep: Vec<i32> = vec![ctx.channel.raw_fd(), ctx.fifo.as_raw_fd(), ctx.start_error.as_raw_fd()];
     keep.extend(ctx.console_socket.map(|s| s.as_raw_fd()));
     keep.extend(plan.joins.iter().map(|j| j.fd.as_raw_fd()));
-    sys::close_fds_except(3 + ctx.preserve_fds, &keep).map_err(|e| format!("close inherited fds: {e}"))?;
+    sys::close_fds_except(ctx.preserved.end(), &keep).map_err(|e| format!("close inherited fds: {e}"))?;
 
     // Until exec, /proc/<pid> of this process (its exe is the host's tally binary) is closed
     // to the container's other processes and to ptrace.
@@ -219,7 +219,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         // SAFETY: ends the process without unwinding into the runtime's code.
         unsafe { libc::_exit(1) }
     }
-    process::limit_inherited_fds(ctx.preserve_fds).map_err(|e| s(&e))?;
+    process::limit_inherited_fds(ctx.preserved).map_err(|e| s(&e))?;
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
     process::reset_signals();
     // With no_new_privs the filter goes on last, so it constrains the program and nothing of

@@ -69,7 +69,7 @@ pub struct Request<'a> {
     pub seccomp: Option<&'a crate::security::seccomp::Filter>,
     pub console_socket: Option<&'a Path>,
     pub no_pivot: bool,
-    pub preserve_fds: u32,
+    pub preserved: &'a crate::process::Preserved,
     pub cgroup: &'a Cgroup,
     pub timeout: Duration,
 }
@@ -153,7 +153,7 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                 seccomp: req.seccomp,
                 console_socket: console_socket.as_ref(),
                 no_pivot: req.no_pivot,
-                preserve_fds: req.preserve_fds,
+                preserved: req.preserved,
             });
             // SAFETY: _exit ends the cloned process without running the runtime's destructors
             // or atexit handlers, which belong to the parent.
