@@ -619,3 +619,39 @@ fn features_describes_what_tally_supports_as_runtime_spec_json() {
     assert_eq!(hooks, all);
     assert!(has(&f["mountOptions"], "rbind"), "mountOptions: {}", f["mountOptions"]);
 }
+
+#[test]
+fn update_keeps_the_device_rules_the_container_was_created_with() {
+    let t = Tally::new();
+    let id = "upd-dev";
+    let mut b = bundle_running(id, &["sleep", "300"]);
+    // A device the default allow-list lacks (10:200, the tun device), allowed by the config.
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([{"path": "/dev/tally-test", "type": "c", "major": 10, "minor": 200, "fileMode": 438}]);
+        c["linux"]["resources"]["devices"] =
+            json!([{"allow": false, "access": "rwm"}, {"allow": true, "type": "c", "major": 10, "minor": 200, "access": "rw"}]);
+    });
+    run_detached(&t, id, &b);
+    // The cgroup lets the open through: whatever the driver then says, it is not EPERM.
+    let probe = || t.run(&["exec", id, "sh", "-c", "cat /dev/tally-test 2>&1 >/dev/null; echo done"]).ok().stdout;
+    let before = probe();
+    assert!(!before.contains("Operation not permitted"), "{before}");
+    t.run(&["update", "--pids-limit", "30", id]).ok();
+    let after = probe();
+    assert!(!after.contains("Operation not permitted"), "the update dropped the device rule: {after}");
+    // A device the config never allowed stays refused.
+    let r = t
+        .run(&[
+            "exec",
+            "--cap",
+            "CAP_MKNOD",
+            id,
+            "sh",
+            "-c",
+            "mknod /tmp/m c 10 201 && cat /tmp/m 2>&1 >/dev/null; echo done",
+        ])
+        .ok();
+    assert!(r.stdout.contains("Operation not permitted"), "{}", r.stdout);
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}

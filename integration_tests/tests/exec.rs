@@ -146,7 +146,26 @@ fn exec_refuses_stopped_and_paused_containers() {
     t.run(&["pause", id]).ok();
     t.run(&["exec", id, "true"]).fails_with(&["paused", "--ignore-paused"]);
     // With --ignore-paused the process is set up, then frozen with the rest until resume.
-    t.run_to_files(&["exec", "-d", "--ignore-paused", id, "touch", "/tmp/after-resume"]).ok();
+    let pid_file = b.dir.join("paused-exec.pid");
+    t.run_to_files(&[
+        "exec",
+        "-d",
+        "--ignore-paused",
+        "--pid-file",
+        pid_file.to_str().unwrap(),
+        id,
+        "touch",
+        "/tmp/after-resume",
+    ])
+    .ok();
+    // It waits in the container's frozen cgroup (the freezer's, on v1).
+    let pid = fs::read_to_string(&pid_file).unwrap();
+    let cgroups = fs::read_to_string(format!("/proc/{}/cgroup", pid.trim())).unwrap();
+    let frozen_line = match integration_tests::cgroup_host() {
+        integration_tests::CgroupHost::V1 => cgroups.lines().find(|l| l.contains(":freezer:")).map(String::from),
+        integration_tests::CgroupHost::V2 => cgroups.lines().next().map(String::from),
+    };
+    assert!(frozen_line.is_some_and(|l| l.ends_with(&format!("/tally/{id}"))), "{cgroups}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let marker = b.rootfs().join("tmp/after-resume");
     assert!(!marker.exists(), "the program must not run while the container is paused");
@@ -303,4 +322,30 @@ fn a_tty_exec_gets_a_pty_whose_master_goes_to_the_console_socket() {
     let text = String::from_utf8_lossy(&out);
     assert!(text.contains("/dev/pts/") && text.contains("ok"), "{text:?}");
     finish(&t, id, &b);
+}
+
+#[test]
+fn exec_cgroup_puts_the_process_in_a_sub_cgroup_and_keeps_it_in_the_containers_others() {
+    let t = Tally::new();
+    let id = "exec-subcg";
+    let b = running(&t, id, |_| {});
+    let (sub_dir, flag, want) = match integration_tests::cgroup_host() {
+        integration_tests::CgroupHost::V1 => (format!("/sys/fs/cgroup/pids/tally/{id}/sub"), "pids:sub", "pids:/sub"),
+        integration_tests::CgroupHost::V2 => (format!("/sys/fs/cgroup/tally/{id}/sub"), "sub", "0::/sub"),
+    };
+    fs::create_dir(&sub_dir).unwrap();
+    let r = t.run(&["exec", "--cgroup", flag, id, "cat", "/proc/self/cgroup"]).ok();
+    assert!(r.stdout.lines().any(|l| l.ends_with(want)), "in the sub-cgroup: {}", r.stdout);
+    if integration_tests::cgroup_host() == integration_tests::CgroupHost::V1 {
+        // Every other hierarchy: the container's own cgroup, the root of its cgroup namespace.
+        for ctrl in ["devices", "freezer", "cpu"] {
+            let line = r.stdout.lines().find(|l| l.split(':').nth(1).is_some_and(|c| c.split(',').any(|c| c == ctrl)));
+            assert!(line.is_some_and(|l| l.ends_with(":/")), "{ctrl} outside the container: {}", r.stdout);
+        }
+    }
+    t.run(&["exec", "--cgroup", "pids:../escape", id, "true"]).fails_with(&["--cgroup", "../escape"]);
+    t.run(&["exec", "--cgroup", "nosuch", id, "true"]).fails_with(&["--cgroup", "nosuch"]);
+    // delete removes the sub-cgroup with the container's.
+    finish(&t, id, &b);
+    assert!(!std::path::Path::new(&sub_dir).exists());
 }

@@ -147,6 +147,11 @@ impl Cgroup {
         Ok(Self { path: path.into(), systemd, default_path, manager })
     }
 
+    /// The cgroup of a container whose state is saved.
+    pub fn of(state: &crate::state::ContainerState) -> Result<Self, CgroupError> {
+        Self::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, &state.id)
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -239,11 +244,31 @@ impl Cgroup {
 
     /// Kills what is left in the cgroup and removes it, then the empty default parent.
     pub fn remove(&self) -> Result<(), CgroupError> {
+        // Sub-cgroups (`exec --cgroup`, or made by the container's own cgroup manager) first:
+        // libcgroups' v1 manager removes only the container's own directory.
+        self.remove_children();
         self.manager.remove().map_err(|e| self.err(e))?;
         if self.default_path {
             prune_default_parent();
         }
         Ok(())
+    }
+
+    fn remove_children(&self) {
+        fn prune(dir: &Path, depth: usize) {
+            for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+                if depth < 16 && e.file_type().is_ok_and(|t| t.is_dir()) {
+                    prune(&e.path(), depth + 1);
+                    // Fails while processes remain, which the manager's removal then reports.
+                    let _ = fs::remove_dir(e.path());
+                }
+            }
+        }
+        let dir = hierarchy_path(&self.path, self.systemd);
+        let relative = dir.strip_prefix("/").unwrap_or(&dir);
+        for mount in cgroup_mounts() {
+            prune(&mount.join(relative), 0);
+        }
     }
 
     fn err(&self, e: impl std::fmt::Display) -> CgroupError {

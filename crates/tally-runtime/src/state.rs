@@ -220,13 +220,21 @@ impl ContainerDir {
         self.path.join(FIFO_FILE)
     }
 
-    /// Where the container process explains a failure after `start` released it.
-    /// The container's config.json as `create` read it: `exec` takes the process defaults and
+    /// The container's config.json as `create` used it: `exec` takes the process defaults and
     /// the seccomp profile from here, since the bundle may have changed or gone.
     pub fn config_path(&self) -> PathBuf {
         self.path.join("config.json")
     }
 
+    /// The config at `config_path`, parsed.
+    pub fn config(&self) -> Result<oci_spec::runtime::Spec, StateError> {
+        let path = self.config_path();
+        let data =
+            fs::read(&path).map_err(|source| StateError::Io { id: self.id.clone(), path: path.clone(), source })?;
+        serde_json::from_slice(&data).map_err(|source| StateError::Corrupt { id: self.id.clone(), path, source })
+    }
+
+    /// Where the container process explains a failure after `start` released it.
     pub fn start_error_path(&self) -> PathBuf {
         self.path.join("start.err")
     }

@@ -55,9 +55,8 @@ pub(super) fn read(dir: &ContainerDir, state: &ContainerState) -> Beancounters {
 /// `kernel.shmall` from the config `create` kept: the container's IPC namespace is the only
 /// place the kernel shows it.
 fn configured_shmall(dir: &ContainerDir) -> Option<u64> {
-    let data = std::fs::read(dir.config_path()).ok()?;
-    let config: serde_json::Value = serde_json::from_slice(&data).ok()?;
-    config["linux"]["sysctl"]["kernel.shmall"].as_str()?.trim().parse().ok()
+    let config = dir.config().ok()?;
+    config.linux().as_ref()?.sysctl().as_ref()?.get("kernel.shmall")?.trim().parse().ok()
 }
 
 /// The ledger's entries, oldest first.

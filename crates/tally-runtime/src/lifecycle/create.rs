@@ -62,7 +62,8 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     let result = (|| {
         // Before anything else is made: `exec` reads it later, and a `delete --force` of a create
         // that died half-way finds the cgroup path in it.
-        fs::write(dir.config_path(), &bundle.raw).map_err(|source| {
+        // 0600: process.env often carries secrets, and the root may be readable by others.
+        write_private(&dir.config_path(), &bundle.raw).map_err(|source| {
             LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
         })?;
         let cgroup = Cgroup::open(&cg_path, default_cg, opts.systemd_cgroup, container_id)?;
@@ -122,6 +123,12 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         let _ = dir.remove();
     }
     result
+}
+
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    f.write_all(data)
 }
 
 /// Written to a temporary file in the same directory and renamed, so a caller polling for the

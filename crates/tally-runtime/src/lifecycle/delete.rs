@@ -30,10 +30,7 @@ pub(super) fn delete_with(
         Ok(None) | Err(StateError::Corrupt { .. }) if force => {
             // A create that died half-way: its cgroup is the only other thing it made, at the
             // config's cgroupsPath (the copy create writes first) or the default.
-            let spec_path = std::fs::read(dir.config_path())
-                .ok()
-                .and_then(|d| serde_json::from_slice::<serde_json::Value>(&d).ok())
-                .and_then(|c| c["linux"]["cgroupsPath"].as_str().map(std::path::PathBuf::from));
+            let spec_path = dir.config().ok().and_then(|c| c.linux().as_ref()?.cgroups_path().clone());
             if let Ok((path, default)) = cgroups::container_path(spec_path.as_deref(), id) {
                 if let Ok(cg) = Cgroup::open(&path, default, false, id) {
                     let _ = cg.remove();
@@ -48,7 +45,7 @@ pub(super) fn delete_with(
     let status = dir.status(Some(&state));
     let cgroup = match cgroup {
         Some(c) if c.path() == state.cgroup_path => c,
-        _ => Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?,
+        _ => Cgroup::of(&state)?,
     };
     // The final beancounters outlive the container in the ledger: taken before a running
     // container is killed, while its processes still hold what they held; failcnts and peaks

@@ -113,7 +113,7 @@ fn open(root: &StateRoot, id: &str) -> Result<(ContainerDir, ContainerState, Cgr
     if status == Status::Stopped {
         return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "it has no events" });
     }
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+    let cgroup = Cgroup::of(&state)?;
     Ok((dir, state, cgroup))
 }
 

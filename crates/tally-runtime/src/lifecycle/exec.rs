@@ -71,13 +71,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         }
         _ => return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "cannot exec in it" }),
     }
-    let config = std::fs::read(dir.config_path())
-        .map_err(|source| ExecError::Read { source_name: dir.config_path().display().to_string(), source })?;
-    let spec: Spec = bundle::parse_json(&config).map_err(|(field, message)| ExecError::Parse {
-        source_name: dir.config_path().display().to_string(),
-        field,
-        message,
-    })?;
+    let spec = dir.config()?;
     let process = build_process(&spec, opts)?;
     let linux = spec.linux().as_ref();
     let seccomp_cfg = linux.and_then(|l| l.seccomp().as_ref());
@@ -97,7 +91,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         )
         .into());
     }
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+    let cgroup = Cgroup::of(&state)?;
 
     let set = (!opts.detach).then(block_forwarded);
     let pid = spawn::spawn_exec(&ExecRequest {

@@ -18,7 +18,7 @@ pub fn kill(root: &StateRoot, id: &str, signal: i32, all: bool) -> Result<(), Li
     }
     let sig_err = |source| LifecycleError::Signal { id: id.into(), signal, source };
     if all {
-        let cg = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+        let cg = Cgroup::of(&state)?;
         for pid in cg.pids()? {
             // Processes may exit between the listing and the signal; ESRCH is not an error.
             // SAFETY: kill takes a pid and a signal number.
@@ -38,8 +38,7 @@ fn thaw_if_killed(state: &crate::state::ContainerState, status: Status, signal: 
     if status != Status::Paused || signal != libc::SIGKILL {
         return;
     }
-    let cg = cg
-        .or_else(|| Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, &state.id).ok());
+    let cg = cg.or_else(|| Cgroup::of(state).ok());
     if let Some(cg) = cg {
         let _ = cg.freeze(false);
     }

@@ -28,7 +28,7 @@ fn set_frozen(root: &StateRoot, id: &str, frozen: bool) -> Result<(), LifecycleE
         }
         (false, _) => return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "it is not paused" }),
     }
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+    let cgroup = Cgroup::of(&state)?;
     cgroup.freeze(frozen)?;
     state.paused = frozen;
     if let Err(e) = dir.save(&state) {

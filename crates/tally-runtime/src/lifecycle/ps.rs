@@ -7,7 +7,7 @@ use crate::state::{ContainerDir, Lock, StateRoot};
 pub fn pids(root: &StateRoot, id: &str) -> Result<Vec<i32>, LifecycleError> {
     let dir = ContainerDir::open(root, id, Lock::Shared)?;
     let state = dir.load()?.ok_or_else(|| LifecycleError::Creating(id.into()))?;
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
+    let cgroup = Cgroup::of(&state)?;
     let mut pids = cgroup.pids()?;
     pids.sort_unstable();
     pids.dedup();

@@ -65,12 +65,37 @@ pub fn update(
     }
     merge(&mut change, &from_flags);
 
-    let cgroup = Cgroup::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, id)?;
     crate::cgroups::check_controllers(&change)?;
-    cgroup.apply(&change, &[])?;
-    let mut saved = state.resources.take().unwrap_or_default();
-    merge(&mut saved, &change);
-    state.resources = Some(saved);
+    let before = state.resources.clone().unwrap_or_default();
+    let mut merged = before.clone();
+    merge(&mut merged, &change);
+    // The merged limits are applied, not only the change: v2 wants memory.max with a swap
+    // limit, and v1's memory+swap meaning depends on both. On cgroup v2 libcgroups rebuilds the
+    // device filter from what it is given, so the container's device rules go with it; on v1
+    // they are rewritten (deny all, then allow) only when the update changes them, since a
+    // running container would see that window.
+    let v2 = crate::cgroups::available_controllers().0;
+    let mut to_apply = merged.clone();
+    let mut devices = Vec::new();
+    if v2 || change.devices().is_some() {
+        let config = dir.config()?;
+        let linux = config.linux().as_ref();
+        devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
+    } else {
+        to_apply.set_devices(None);
+    }
+    let extra: Vec<_> = devices.iter().map(|d| (d.typ(), d.major(), d.minor())).collect();
+    let cgroup = Cgroup::of(&state)?;
+    if let Err(e) = cgroup.apply(&to_apply, &extra) {
+        // libcgroups writes one controller after another: put back what was there.
+        let mut back = before.clone();
+        if !(v2 || change.devices().is_some()) {
+            back.set_devices(None);
+        }
+        let _ = cgroup.apply(&back, &extra);
+        return Err(e.into());
+    }
+    state.resources = Some(merged);
     dir.save(&state)?;
     Ok(())
 }

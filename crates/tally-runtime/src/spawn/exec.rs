@@ -76,10 +76,18 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
     drop(console_socket);
 
     let mut process_pid = None;
+    // Once reaped, the child's PID may belong to anyone: never signal it after that.
+    let mut child_reaped = false;
     let result = (|| -> Result<i32, SpawnError> {
-        let join = |pid: i32| match req.sub_cgroup {
-            Some(sub) => req.cgroup.add_task_to_sub(pid, sub),
-            None => req.cgroup.add_task(pid),
+        // The container's cgroup in every hierarchy first, then `--cgroup`'s sub-cgroup where it
+        // exists: a hierarchy without it must not leave the process outside the container (the
+        // device cgroup above all).
+        let join = |pid: i32| {
+            req.cgroup.add_task(pid)?;
+            match req.sub_cgroup {
+                Some(sub) => req.cgroup.add_task_to_sub(pid, sub),
+                None => Ok(()),
+            }
         };
         if !req.frozen {
             join(child)?;
@@ -96,6 +104,7 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                     process_pid = Some(pid);
                     // SAFETY: waitpid on our own child (the joining process, which exits now).
                     unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+                    child_reaped = true;
                 }
                 Ok(Message::SeccompFd) => {
                     let (Some(fd), Some((cfg, _)), Some(pid)) = (fd, req.seccomp, process_pid) else {
@@ -129,7 +138,9 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
         if let Some(pid) = process_pid {
             kill_and_wait(pid);
         }
-        kill_and_wait(child);
+        if !child_reaped {
+            kill_and_wait(child);
+        }
     }
     result
 }
@@ -209,6 +220,10 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
         caps.before_user_switch().map_err(|e| s(&e))?;
     }
     process::set_identity(user).map_err(|e| s(&e))?;
+    // A change of credentials resets dumpable to fs.suid_dumpable: set it again, since this is
+    // still the host's tally until execve.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if let Some(caps) = &caps {
         caps.after_user_switch().map_err(|e| s(&e))?;
     }

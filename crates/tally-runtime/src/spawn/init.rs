@@ -176,6 +176,10 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         caps.before_user_switch().map_err(|e| s(&e))?;
     }
     process::set_identity(user).map_err(|e| s(&e))?;
+    // A change of credentials resets dumpable to fs.suid_dumpable: set it again, since this is
+    // still the host's tally until execve.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
     if let Some(caps) = &caps {
         caps.after_user_switch().map_err(|e| s(&e))?;
     }
@@ -189,6 +193,11 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
 
+    // As the init of a new PID namespace this process ignores every signal it has no handler
+    // for, even from the host: `kill ID TERM` on a created container would do nothing. Until
+    // exec (which resets them) the usual termination signals end it; installed before `Ready`,
+    // so no `kill` after `create` returns can fall in a gap.
+    terminate_on_signals();
     ctx.channel.send(&Message::Ready).map_err(|e| s(&e))?;
     match ctx.channel.recv() {
         Ok(Message::Committed) => {}
@@ -199,10 +208,6 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
 
-    // As the init of a new PID namespace this process ignores every signal it has no handler
-    // for, even from the host: `kill ID TERM` on a created container would do nothing. Until
-    // exec (which resets them) the usual termination signals end it.
-    terminate_on_signals();
     // `tally start` writes one byte to the fifo. Anything else means no start will come.
     let mut byte = [0u8; 1];
     match (&*ctx.fifo).read(&mut byte) {

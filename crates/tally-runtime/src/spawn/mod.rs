@@ -214,10 +214,9 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
         }
     })();
     if let Err(e) = result {
+        // When the init came from a second fork, the first child was reaped on `InitPid`: its
+        // PID may already be someone else's, so only the init is killed.
         kill_and_wait(init_pid);
-        if init_pid != child {
-            kill_and_wait(child);
-        }
         return Err(e);
     }
     let start_time = match proc_info::start_time(init_pid) {
