@@ -42,7 +42,8 @@ cleanup() {
   if [ "$had_root" = no ]; then
     rm -rf /run/tally
   elif [ -f "$ledger" ]; then
-    head -n "$ledger_lines" "$ledger" > "$ledger.e2e" && mv "$ledger.e2e" "$ledger"
+    # Under the ledger's own lock, as tally takes it: an append by anyone else meanwhile waits.
+    flock "$ledger" sh -c 'head -n "$1" "$2" > "$2.e2e" && mv "$2.e2e" "$2"' sh "$ledger_lines" "$ledger"
   fi
   grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
   rm -rf "$work"

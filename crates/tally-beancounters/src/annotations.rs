@@ -59,10 +59,16 @@ pub fn parse(unit: &str, text: &str, page: u64) -> Result<Setting, String> {
             _ => (s, None),
         };
         let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a number, \"unlimited\" or a size"))?;
-        Ok(Some(match mult {
+        let v = match mult {
             Some(m) => n.checked_mul(m).ok_or("too large")?.div_ceil(page),
             None => n,
-        }))
+        };
+        // Pages become bytes and items become signed cgroup values: both must fit an i64.
+        let max = i64::MAX as u64 / if unit == "pages" { page } else { 1 };
+        if v > max {
+            return Err(format!("{s:?} is too large (at most {max})"));
+        }
+        Ok(Some(v))
     };
     let (b, l) = match text.split_once(':') {
         Some((b, l)) => (one(b)?, one(l)?),
@@ -114,15 +120,16 @@ pub fn apply(config: &mut Json, v2: bool, page: u64) -> Result<(), AnnotationErr
     Ok(())
 }
 
-fn obj<'a>(v: &'a mut Json, path: &[&str]) -> &'a mut Map<String, Json> {
+/// The object at `path`, made when missing; a value of another type there is an error (the
+/// config would not parse anyway, and it must not be silently replaced).
+fn obj<'a>(v: &'a mut Json, path: &[&str]) -> Result<&'a mut Map<String, Json>, String> {
     let mut cur = v;
-    for p in path {
-        if !cur.get(*p).is_some_and(|x| x.is_object()) {
-            cur[*p] = json!({});
-        }
-        cur = cur.get_mut(*p).expect("just set");
+    for (i, p) in path.iter().enumerate() {
+        let map =
+            cur.as_object_mut().ok_or_else(|| format!("{} in the config is not an object", path[..i].join(".")))?;
+        cur = map.entry(p.to_string()).or_insert_with(|| json!({}));
     }
-    cur.as_object_mut().expect("an object")
+    cur.as_object_mut().ok_or_else(|| format!("{} in the config is not an object", path.join(".")))
 }
 
 /// Sets `map[key]` to `value` unless the config already has a different one.
@@ -146,15 +153,20 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
     match resource {
         "numproc" => {
             let limit = s.limit.map(|l| l as i64).unwrap_or(-1);
-            set(obj(config, &["linux", "resources", "pids"]), "limit", json!(limit), "linux.resources.pids.limit")
+            set(obj(config, &["linux", "resources", "pids"])?, "limit", json!(limit), "linux.resources.pids.limit")
         }
         "physpages" => {
             if let Some(l) = bytes(s.limit, page) {
-                set(obj(config, &["linux", "resources", "memory"]), "limit", json!(l), "linux.resources.memory.limit")?;
+                set(
+                    obj(config, &["linux", "resources", "memory"])?,
+                    "limit",
+                    json!(l),
+                    "linux.resources.memory.limit",
+                )?;
             }
             match s.barrier.filter(|b| *b > 0 && s.barrier != s.limit) {
                 Some(b) if v2 => set(
-                    obj(config, &["linux", "resources", "unified"]),
+                    obj(config, &["linux", "resources", "unified"])?,
                     "memory.high",
                     json!((b * page).to_string()),
                     "linux.resources.unified[\"memory.high\"]",
@@ -167,7 +179,7 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
             if !v2 {
                 return Err(needs_v2("memory.swap.high and memory.swap.max"));
             }
-            let u = obj(config, &["linux", "resources", "unified"]);
+            let u = obj(config, &["linux", "resources", "unified"])?;
             set(
                 u,
                 "memory.swap.max",
@@ -192,7 +204,7 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
             }
             let b = bytes(s.barrier, page).ok_or("the barrier (memory.low) must be a number")?;
             set(
-                obj(config, &["linux", "resources", "memory"]),
+                obj(config, &["linux", "resources", "memory"])?,
                 "reservation",
                 json!(b),
                 "linux.resources.memory.reservation",
@@ -204,7 +216,7 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
             }
             let b = bytes(s.barrier, page).ok_or("the barrier (memory.min) must be a number")?;
             set(
-                obj(config, &["linux", "resources", "unified"]),
+                obj(config, &["linux", "resources", "unified"])?,
                 "memory.min",
                 json!(b.to_string()),
                 "linux.resources.unified[\"memory.min\"]",
@@ -237,7 +249,7 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
                 return Err("kernel.shmall can only be set for a container with its own ipc namespace".into());
             }
             set(
-                obj(config, &["linux", "sysctl"]),
+                obj(config, &["linux", "sysctl"])?,
                 "kernel.shmall",
                 json!(l.to_string()),
                 "linux.sysctl[\"kernel.shmall\"]",
@@ -260,7 +272,7 @@ fn translate(config: &mut Json, resource: &str, s: Setting, v2: bool, page: u64)
 fn rlimit(config: &mut Json, typ: &str, s: Setting, scale: u64) -> Result<(), String> {
     let v = |x: Option<u64>| x.map(|n| n.saturating_mul(scale)).unwrap_or(u64::MAX);
     let want = json!({"type": typ, "soft": v(s.barrier), "hard": v(s.limit)});
-    let process = obj(config, &["process"]);
+    let process = obj(config, &["process"])?;
     let list = process.entry("rlimits").or_insert(json!([]));
     let list = list.as_array_mut().ok_or("process.rlimits is not a list")?;
     match list.iter().find(|r| r["type"] == typ) {
@@ -331,5 +343,9 @@ mod tests {
         }
         let mut c = config(json!({"org.tally.beancounter.swappages": "0:1M"}));
         assert!(apply(&mut c, false, 4096).unwrap_err().message.contains("cgroup v2"));
+        let mut c = config(json!({"org.tally.beancounter.numproc": "18446744073709551615"}));
+        assert!(apply(&mut c, true, 4096).unwrap_err().message.contains("too large"));
+        let mut c = json!({"annotations": {"org.tally.beancounter.numproc": "5"}, "linux": []});
+        assert!(apply(&mut c, true, 4096).unwrap_err().message.contains("not an object"));
     }
 }

@@ -5,6 +5,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::fd::AsRawFd;
 use std::path::Path;
 
 pub const MAX_PROCESSES: usize = 4096;
@@ -71,17 +72,24 @@ pub fn sample(pids: &[i32], netns_pid: Option<i32>) -> Sample {
     s.tcp_sockets = sockets.iter().filter(|i| tcp.contains(i)).count() as u64;
     s.other_sockets = sockets.len() as u64 - s.tcp_sockets;
     if !pids.is_empty() {
-        s.flocks = count_locks(proc_locks(), &set);
+        s.flocks = count_locks(&proc_locks(), &set);
     }
     s
 }
 
-/// /proc/locks, read once per process: each read takes the kernel's file-lock rwsem for
+/// /proc/locks, read at most once a second: each read takes the kernel's file-lock rwsem for
 /// writing, which waits for an RCU grace period (~10-20 ms), so a container with no processes
-/// never reads it and a listing of many containers reads it once.
-fn proc_locks() -> &'static str {
-    static LOCKS: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    LOCKS.get_or_init(|| {
+/// never reads it and a listing of many containers reads it once; `events`, which samples for
+/// as long as the container runs, still sees new locks.
+fn proc_locks() -> String {
+    static LOCKS: std::sync::Mutex<Option<(std::time::Instant, String)>> = std::sync::Mutex::new(None);
+    let mut cached = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((at, text)) = cached.as_ref() {
+        if at.elapsed() < std::time::Duration::from_secs(1) {
+            return text.clone();
+        }
+    }
+    let text = {
         // Large reads: every read(2) of the seq file takes that rwsem again.
         use std::io::Read;
         let mut out = Vec::new();
@@ -95,7 +103,9 @@ fn proc_locks() -> &'static str {
             }
         }
         String::from_utf8_lossy(&out).into_owned()
-    })
+    };
+    *cached = Some((std::time::Instant::now(), text.clone()));
+    text
 }
 
 fn status_field(status: &str, key: &str) -> Option<u64> {
@@ -126,8 +136,8 @@ fn count_locks(locks: &str, pids: &HashSet<i32>) -> u64 {
 /// The container's ptys: entries of its own devpts (seen through the init's root), and the
 /// `max=` its devpts was mounted with.
 pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
-    let held = fs::read_dir(format!("/proc/{init_pid}/root/dev/pts"))
-        .ok()
+    let held = open_in_root(init_pid, c"dev/pts")
+        .and_then(|dir| fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok())
         .map(|d| d.flatten().filter(|e| e.file_name() != "ptmx").count() as u64);
     let mountinfo = fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
     let max = mountinfo.lines().find_map(|l| {
@@ -138,6 +148,41 @@ pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
         right.split_whitespace().nth(2)?.split(',').find_map(|o| o.strip_prefix("max=")?.parse().ok())
     });
     (held, max)
+}
+
+/// A directory of the container, resolved inside its root (openat2 RESOLVE_IN_ROOT): the
+/// container's own symlinks must not lead this host-side read anywhere else on the host.
+fn open_in_root(pid: i32, path: &std::ffi::CStr) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let root = fs::File::open(format!("/proc/{pid}/root")).ok()?;
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    const RESOLVE_NO_MAGICLINKS: u64 = 0x02;
+    const RESOLVE_IN_ROOT: u64 = 0x10;
+    let how = OpenHow {
+        flags: (libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of the size passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) })
 }
 
 /// Soft and hard values of one /proc/<pid>/limits line ("unlimited" is `None`).

@@ -19,6 +19,8 @@ pub enum NamespaceError {
     Unsupported(&'static str),
     #[error("setns into the {kind} namespace: {source}")]
     Setns { kind: &'static str, source: io::Error },
+    #[error("setns into the container's namespaces (flags {flags:#x}) through its init's pidfd: {source}")]
+    Join { flags: i32, source: io::Error },
     #[error("unshare namespaces {flags:#x}: {source}")]
     Unshare { flags: i32, source: io::Error },
 }
@@ -207,7 +209,7 @@ pub fn join_process(pidfd: &OwnedFd, flags: i32) -> Result<(), NamespaceError> {
     }
     // SAFETY: setns takes an fd we own and a set of namespace flags.
     if unsafe { libc::setns(pidfd.as_raw_fd(), flags) } != 0 {
-        return Err(NamespaceError::Setns { kind: "container's", source: io::Error::last_os_error() });
+        return Err(NamespaceError::Join { flags, source: io::Error::last_os_error() });
     }
     Ok(())
 }

@@ -246,7 +246,7 @@ fn from_ledger(bc: &serde_json::Value) -> tally_beancounters::Beancounters {
 
 /// Go's duration syntax as runc takes it for `--interval`: 5s, 500ms, 1m, 1h.
 fn parse_interval(s: &str) -> Result<std::time::Duration> {
-    let bad = || anyhow::anyhow!("--interval {s:?}: not a duration (e.g. 5s, 500ms, 1m)");
+    let bad = || anyhow::anyhow!("--interval {s:?}: not a duration from 1ms to 24h (e.g. 5s, 500ms, 1m)");
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.').ok_or_else(bad)?;
     let (num, unit) = s.split_at(split);
     let n: f64 = num.parse().map_err(|_| bad())?;
@@ -257,7 +257,8 @@ fn parse_interval(s: &str) -> Result<std::time::Duration> {
         "h" => n * 3600.0,
         _ => return Err(bad()),
     };
-    if !(secs > 0.0 && secs < 1e9) {
+    // At most a day: poll takes its timeout in milliseconds as an int.
+    if !(0.001..=86_400.0).contains(&secs) {
         return Err(bad());
     }
     Ok(std::time::Duration::from_secs_f64(secs))

@@ -29,13 +29,14 @@ pub fn beancounters(root: &StateRoot, ids: &[String]) -> Result<Vec<Beancounters
             }
             return Err(LifecycleError::Creating(id.clone()));
         };
-        out.push(read(&dir, &state));
+        out.push(read(&dir, &state, true));
     }
     Ok(out)
 }
 
-/// One container's beancounters now, updating its sampled maxheld.
-pub(super) fn read(dir: &ContainerDir, state: &ContainerState) -> Beancounters {
+/// One container's beancounters now. With `persist`, the sampled maxheld is saved in the
+/// state directory: only by commands holding the container's lock, since `delete` removes it.
+pub(super) fn read(dir: &ContainerDir, state: &ContainerState, persist: bool) -> Beancounters {
     let alive = dir.status(Some(state)) != Status::Stopped;
     let path: PathBuf = dir.path().join(MAXHELD_FILE);
     let mut maxheld = MaxHeld::load(&path);
@@ -47,8 +48,10 @@ pub(super) fn read(dir: &ContainerDir, state: &ContainerState) -> Beancounters {
         shmall: configured_shmall(dir),
     };
     let bc = collect(&target, &mut maxheld);
-    // Losing a high-water mark costs accuracy, not correctness: not an error.
-    let _ = maxheld.save(&path);
+    if persist {
+        // Losing a high-water mark costs accuracy, not correctness: not an error.
+        let _ = maxheld.save(&path);
+    }
     bc
 }
 

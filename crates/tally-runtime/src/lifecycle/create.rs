@@ -4,7 +4,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use super::LifecycleError;
 use crate::bundle::Bundle;
@@ -21,9 +21,6 @@ pub struct CreateOptions<'a> {
     pub preserved: &'a crate::process::Preserved,
     pub systemd_cgroup: bool,
 }
-
-/// How long the runtime waits for any one step of the container process.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A container just created: its init's host PID and its cgroup, for callers (run) that go on
 /// to use it in the same process.
@@ -77,7 +74,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             no_pivot: opts.no_pivot,
             preserved: opts.preserved,
             cgroup: &cgroup,
-            timeout: SETUP_TIMEOUT,
+            timeout: spawn::SETUP_TIMEOUT,
         });
         let spawned = match spawned {
             Ok(s) => s,

@@ -47,21 +47,21 @@ pub(super) fn delete_with(
         Some(c) if c.path() == state.cgroup_path => c,
         _ => Cgroup::of(&state)?,
     };
+    if matches!(status, Status::Running | Status::Paused) && !force {
+        return Err(LifecycleError::WrongStatus {
+            id: id.into(),
+            status,
+            message: "cannot delete a container that is not stopped (use --force)",
+        });
+    }
     // The final beancounters outlive the container in the ledger: taken before a running
     // container is killed, while its processes still hold what they held; failcnts and peaks
     // stay in the cgroup until it is removed.
-    let last = super::beancounters::read(&dir, &state);
+    let last = super::beancounters::read(&dir, &state, false);
     match status {
         // containerd deletes a created task without --force; runc and crun allow it, so does
         // tally (the spec says otherwise; callers win, see docs/compatibility.md).
         Status::Created => kill_and_wait_checked(state.pid, Some(state.pid_start_time)),
-        Status::Running | Status::Paused if !force => {
-            return Err(LifecycleError::WrongStatus {
-                id: id.into(),
-                status,
-                message: "cannot delete a container that is not stopped (use --force)",
-            })
-        }
         Status::Running | Status::Paused => {
             for pid in cgroup.pids()? {
                 // SAFETY: kill takes a pid and a signal number.

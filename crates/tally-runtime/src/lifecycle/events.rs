@@ -254,7 +254,7 @@ fn parse_list(text: &str) -> Vec<u32> {
 fn stats_data(cgroup: &Cgroup, dir: &ContainerDir, state: &ContainerState) -> Result<Value, LifecycleError> {
     let mut data = runc_stats(&cgroup.stats()?);
     data["cpuset"] = cpuset_stats(&crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup));
-    data["beancounters"] = json!(super::beancounters::read(dir, state).resources);
+    data["beancounters"] = json!(super::beancounters::read(dir, state, false).resources);
     Ok(data)
 }
 

@@ -4,8 +4,7 @@
 //! cgroup of the container and gets the container's security; without `--detach` its exit
 //! status is returned and signals are forwarded to it.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
 use oci_spec::runtime::{Capability, Process, Spec};
 
@@ -51,9 +50,6 @@ pub struct ExecOptions {
     pub cgroup: Option<String>,
 }
 
-/// How long the runtime waits for any one step of the joining process.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// Runs the process; returns its exit status, or 0 with `--detach` once it runs.
 pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, LifecycleError> {
     let dir = ContainerDir::open(root, id, Lock::Shared)?;
@@ -73,6 +69,9 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
     }
     let spec = dir.config()?;
     let process = build_process(&spec, opts)?;
+    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
+        tracing::warn!("apparmorProfile/selinuxLabel: no LSM is supported by tally on this host; ignored");
+    }
     let linux = spec.linux().as_ref();
     let seccomp_cfg = linux.and_then(|l| l.seccomp().as_ref());
     let filter = match seccomp_cfg {
@@ -108,7 +107,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         cgroup: &cgroup,
         sub_cgroup: opts.cgroup.as_deref(),
         frozen,
-        timeout: SETUP_TIMEOUT,
+        timeout: spawn::SETUP_TIMEOUT,
     })?;
     if let Some(p) = &opts.pid_file {
         if let Err(e) = write_pid_file(p, pid) {
@@ -131,14 +130,8 @@ fn build_process(spec: &Spec, opts: &ExecOptions) -> Result<Process, ExecError> 
     let mut p = match &opts.process_file {
         Some(path) => {
             let source_name = format!("--process {}", path.display());
-            let data = if path == Path::new("-") {
-                let mut buf = Vec::new();
-                std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-                    .map(|_| buf)
-                    .map_err(|source| ExecError::Read { source_name: source_name.clone(), source })?
-            } else {
-                std::fs::read(path).map_err(|source| ExecError::Read { source_name: source_name.clone(), source })?
-            };
+            let data = super::read_input(path)
+                .map_err(|source| ExecError::Read { source_name: source_name.clone(), source })?;
             let p: Process = bundle::parse_json(&data).map_err(|(field, message)| ExecError::Parse {
                 source_name: source_name.clone(),
                 field,

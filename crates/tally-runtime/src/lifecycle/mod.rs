@@ -66,3 +66,15 @@ pub enum LifecycleError {
     #[error("container {id}: start: {source}")]
     Start { id: String, source: std::io::Error },
 }
+
+/// A document named on the command line: a file, or standard input for `-` (as containerd
+/// sends `update --resources -`).
+fn read_input(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
+    if path == std::path::Path::new("-") {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)?;
+        Ok(buf)
+    } else {
+        std::fs::read(path)
+    }
+}

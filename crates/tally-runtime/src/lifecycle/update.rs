@@ -101,13 +101,7 @@ pub fn update(
 }
 
 fn read_resources(path: &std::path::Path) -> Result<LinuxResources, UpdateError> {
-    let data = if path == std::path::Path::new("-") {
-        let mut buf = Vec::new();
-        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
-    } else {
-        std::fs::read(path)
-    }
-    .map_err(|source| UpdateError::Read { path: path.into(), source })?;
+    let data = super::read_input(path).map_err(|source| UpdateError::Read { path: path.into(), source })?;
     bundle::parse_json(&data).map_err(|(field, message)| UpdateError::Parse {
         path: path.into(),
         field: if field == "config" { "resources".into() } else { field },

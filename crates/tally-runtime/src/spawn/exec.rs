@@ -11,6 +11,7 @@ use std::path::Path;
 
 use oci_spec::runtime::{LinuxPersonality, Process};
 
+use super::init::hand_over;
 use super::{kill_and_wait, send_to_listener, SpawnError};
 use crate::cgroups::Cgroup;
 use crate::channel::{Channel, ChannelError, Message};
@@ -110,7 +111,7 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                     let (Some(fd), Some((cfg, _)), Some(pid)) = (fd, req.seccomp, process_pid) else {
                         return Err(SpawnError::Unexpected(Message::SeccompFd));
                     };
-                    send_to_listener(req.id, req.bundle, req.annotations, cfg, pid, &fd)?;
+                    send_to_listener(req.id, req.bundle, req.annotations, cfg, ("running", req.init_pid), pid, &fd)?;
                     ours.send(&Message::Proceed)?;
                 }
                 Ok(Message::Ready) if req.frozen => {
@@ -167,7 +168,10 @@ fn join(
         Err(e) => return Err(e.to_string()),
     }
     // A joined PID (and time) namespace applies to children only. CLONE_PARENT makes the
-    // runtime the parent of the process, so it can wait for its status.
+    // runtime the parent of the process, so it can wait for its status. Both processes hold
+    // the channel: the new one waits (on a pipe the intermediate closes by exiting) until its
+    // PID has gone first, so the runtime always knows whom a later message comes from.
+    let (gate_r, gate_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     match sys::clone_process(libc::CLONE_PARENT).map_err(|e| format!("fork into the container: {e}"))? {
         Forked::Parent(pid) => {
             let _ = channel.send(&Message::InitPid(pid));
@@ -176,6 +180,11 @@ fn join(
         }
         Forked::Child => {}
     }
+    drop(gate_w);
+    let mut byte = [0u8; 1];
+    // EOF once the intermediate has exited, after its message.
+    let _ = nix::unistd::read(gate_r.as_raw_fd(), &mut byte);
+    drop(gate_r);
     let program = prepare(req, channel, console_socket)?;
     channel.send(&Message::Ready).map_err(|e| e.to_string())?;
     if req.frozen {
@@ -231,16 +240,4 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     process::limit_inherited_fds(req.preserved).map_err(|e| s(&e))?;
     process::reset_signals();
     Ok(program)
-}
-
-/// A notify filter's listener fd goes to the runtime, which passes it to `listenerPath`.
-fn hand_over(channel: &Channel, listener: Option<OwnedFd>) -> Result<(), String> {
-    let Some(fd) = listener else { return Ok(()) };
-    channel.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()).map_err(|e| e.to_string())?;
-    drop(fd);
-    match channel.recv() {
-        Ok(Message::Proceed) => Ok(()),
-        Ok(other) => Err(format!("sync channel: expected proceed, got {other:?}")),
-        Err(e) => Err(e.to_string()),
-    }
 }

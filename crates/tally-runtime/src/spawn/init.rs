@@ -262,10 +262,16 @@ fn become_root() -> std::io::Result<()> {
 /// Sends the seccomp listener fd to the runtime, which passes it to `listenerPath`, and waits
 /// until it has.
 fn hand_over_listener(ctx: &Context, listener: Option<OwnedFd>) -> Result<(), String> {
+    hand_over(ctx.channel, listener)
+}
+
+/// Sends a seccomp listener fd to the runtime and waits until it has passed it on (`create`'s
+/// init and `exec`'s process alike).
+pub(super) fn hand_over(channel: &Channel, listener: Option<OwnedFd>) -> Result<(), String> {
     let Some(fd) = listener else { return Ok(()) };
-    ctx.channel.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()).map_err(|e| e.to_string())?;
+    channel.send_with_fd(&Message::SeccompFd, fd.as_raw_fd()).map_err(|e| e.to_string())?;
     drop(fd);
-    match ctx.channel.recv() {
+    match channel.recv() {
         Ok(Message::Proceed) => Ok(()),
         Ok(other) => Err(format!("sync channel: expected proceed, got {other:?}")),
         Err(e) => Err(e.to_string()),

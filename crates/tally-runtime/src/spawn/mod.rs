@@ -59,6 +59,9 @@ pub enum SpawnError {
     StartError { path: PathBuf, source: io::Error },
 }
 
+/// How long the runtime waits for any one step of a container process it starts.
+pub const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How `create` was asked to start the container.
 pub struct Request<'a> {
     pub id: &'a str,
@@ -183,7 +186,15 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                     let fd = fd.ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
                     let seccomp = linux.seccomp().as_ref().ok_or(SpawnError::Unexpected(Message::SeccompFd))?;
                     let annotations = spec.annotations().clone().unwrap_or_default();
-                    send_to_listener(req.id, &req.bundle.dir, &annotations, seccomp, init_pid, &fd)?;
+                    send_to_listener(
+                        req.id,
+                        &req.bundle.dir,
+                        &annotations,
+                        seccomp,
+                        ("creating", init_pid),
+                        init_pid,
+                        &fd,
+                    )?;
                     ours.send(&Message::Proceed)?;
                 }
                 Ok(Message::UserNamespaceReady) => {
@@ -226,20 +237,23 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
     Ok(Spawned { pid: init_pid, start_time, channel: ours })
 }
 
-/// Passes the seccomp notify fd to `linux.seccomp.listenerPath` with the container's state, in
-/// the shape runc sends (so existing seccomp agents read it).
+/// Passes the seccomp notify fd to `linux.seccomp.listenerPath` with the container's state
+/// (its status and init's PID) and the filtered process's PID, in the shape runc sends (so
+/// existing seccomp agents read it).
 fn send_to_listener(
     id: &str,
     bundle: &Path,
     annotations: &std::collections::HashMap<String, String>,
     seccomp: &oci_spec::runtime::LinuxSeccomp,
+    container: (&str, i32),
     pid: i32,
     fd: &std::os::fd::OwnedFd,
 ) -> Result<(), SpawnError> {
+    let (status, init_pid) = container;
     let path = seccomp.listener_path().clone().unwrap_or_default();
     let err = |e: io::Error| SpawnError::Listener { path: path.clone(), source: e };
     let state: serde_json::Value =
-        serde_json::from_slice(&hooks::state_json(id, "creating", Some(pid), bundle, annotations))
+        serde_json::from_slice(&hooks::state_json(id, status, Some(init_pid), bundle, annotations))
             .expect("state is JSON");
     let doc = serde_json::json!({
         "ociVersion": crate::OCI_VERSION,
