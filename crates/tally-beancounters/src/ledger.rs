@@ -15,6 +15,10 @@ pub const MAX_BYTES: u64 = 4 << 20;
 
 /// Appends one container's final row set, with the time of deletion (seconds since the epoch).
 pub fn append(root: &Path, bc: &Beancounters) -> io::Result<()> {
+    append_bounded(root, bc, MAX_BYTES)
+}
+
+fn append_bounded(root: &Path, bc: &Beancounters, max_bytes: u64) -> io::Result<()> {
     let path = root.join(FILE_NAME);
     let deleted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let mut line =
@@ -34,7 +38,7 @@ pub fn append(root: &Path, bc: &Beancounters) -> io::Result<()> {
             break file;
         }
     };
-    if file.metadata()?.len() > MAX_BYTES {
+    if file.metadata()?.len() > max_bytes {
         trim(&path)?;
         file = OpenOptions::new().append(true).open(&path)?;
     }
@@ -80,6 +84,28 @@ mod tests {
         let entries = read(&dir).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1]["beancounters"]["id"], "c1");
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn past_its_bound_the_older_half_is_dropped() {
+        let dir = std::env::temp_dir().join(format!("tally-ledger-trim-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        for i in 0..10 {
+            let bc = Beancounters {
+                id: format!("c{i}"),
+                cgroup: String::new(),
+                cgroup_id: i,
+                page_size: 4096,
+                resources: vec![],
+            };
+            append_bounded(&dir, &bc, 500).unwrap();
+        }
+        let ids: Vec<String> =
+            read(&dir).unwrap().iter().map(|e| e["beancounters"]["id"].as_str().unwrap().to_string()).collect();
+        assert!(ids.len() < 10, "trimmed: {ids:?}");
+        assert_eq!(ids.last().unwrap(), "c9", "the newest entry is kept");
+        assert!(fs::metadata(dir.join(FILE_NAME)).unwrap().len() < 1000);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

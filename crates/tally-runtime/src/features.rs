@@ -14,7 +14,7 @@ use crate::security::{capabilities, seccomp};
 const UNSAFE_ANNOTATIONS: &[&str] = &[tally_beancounters::annotations::PREFIX];
 
 pub fn document() -> Value {
-    let (v2_only, _) = crate::cgroups::available_controllers();
+    let (v2_only, controllers) = crate::cgroups::available_controllers();
     let mounts = crate::cgroups::cgroup_mounts();
     let has_v1 = !v2_only && !mounts.is_empty();
     // On a hybrid host the cgroup manager uses v1 (the unified mount has no controllers), and
@@ -41,7 +41,7 @@ pub fn document() -> Value {
                 "v2": has_v2,
                 "systemd": systemd,
                 "systemdUser": false,
-                "rdma": crate::cgroups::available_controllers().1.iter().any(|c| c == "rdma"),
+                "rdma": controllers.iter().any(|c| c == "rdma"),
             },
             "seccomp": {
                 "enabled": true,
@@ -103,5 +103,13 @@ mod tests {
         assert!(d["linux"]["capabilities"].as_array().unwrap().contains(&json!("CAP_SYS_ADMIN")));
         assert_eq!(d["potentiallyUnsafeConfigAnnotations"], json!(["org.tally.beancounter."]));
         assert!(d["annotations"]["org.tally.beancounter.resources"].as_str().unwrap().contains("numproc"));
+        // The probes, on any kernel tally supports (5.12 and later): TSYNC is accepted, the
+        // build's architecture is known, and mount_setattr exists for the recursive options.
+        assert!(d["linux"]["seccomp"]["supportedFlags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("SECCOMP_FILTER_FLAG_TSYNC")));
+        assert!(d["linux"]["seccomp"]["archs"].as_array().unwrap().contains(&json!("SCMP_ARCH_X86_64")));
+        assert!(d["mountOptions"].as_array().unwrap().contains(&json!("rro")));
     }
 }

@@ -264,7 +264,8 @@ pub const KNOWN_FLAGS: &[(&str, libc::c_ulong)] = &[
     ("SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV", 32),
 ];
 
-/// The libseccomp architectures the spec names that this libseccomp knows.
+/// The libseccomp architectures the spec names that the libseccomp crate can name (its
+/// `ScmpArch` parser, a fixed table of the architectures libseccomp 2.5 supports).
 pub fn architectures() -> Vec<&'static str> {
     const ALL: &[&str] = &[
         "SCMP_ARCH_X86",

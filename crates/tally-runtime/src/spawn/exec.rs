@@ -45,9 +45,10 @@ pub struct ExecRequest<'a> {
 
 /// Starts the process; returns its host PID once it has exec'd its program.
 pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
-    let pidfd = sys::pidfd_open(req.init_pid).map_err(|e| SpawnError::Died(format!("container init: {e}")))?;
+    let pidfd = sys::pidfd_open(req.init_pid)
+        .map_err(|e| SpawnError::Exec(format!("the container's init (pid {}): {e}", req.init_pid)))?;
     if proc_info::liveness(req.init_pid, req.init_start_time) == Liveness::Gone {
-        return Err(SpawnError::Died("the container's init is gone".into()));
+        return Err(SpawnError::Exec(format!("the container's init (pid {}) is gone", req.init_pid)));
     }
     let flags =
         namespaces::differing(req.init_pid).map_err(|e| SpawnError::Init(format!("container namespaces: {e}")))?;
@@ -116,7 +117,8 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                 }
                 Ok(Message::Ready) if req.frozen => {
                     // Its execve comes after `resume`: that it runs cannot be waited for here.
-                    let pid = process_pid.ok_or(SpawnError::Died("no process id was reported".into()))?;
+                    let pid = process_pid
+                        .ok_or(SpawnError::Exec("the process reported ready before its pid was known".into()))?;
                     join(pid)?;
                     // It waits for this before its execve, and it is frozen now: it reads it, and
                     // runs its program, after `resume`.
@@ -128,9 +130,11 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                 Ok(other) => return Err(SpawnError::Unexpected(other)),
                 // The channel is close-on-exec: closed after `Ready` means the program runs.
                 Err(ChannelError::Closed) if ready => {
-                    return process_pid.ok_or(SpawnError::Died("no process id was reported".into()))
+                    return process_pid.ok_or(SpawnError::Exec("the process ran before its pid was known".into()))
                 }
-                Err(ChannelError::Closed) => return Err(SpawnError::Died("it exited during setup".into())),
+                Err(ChannelError::Closed) => {
+                    return Err(SpawnError::Exec("the process joining the container exited during its setup".into()))
+                }
                 Err(e) => return Err(e.into()),
             }
         }

@@ -49,6 +49,9 @@ pub enum SpawnError {
     Init(String),
     #[error("the container process exited during setup ({0})")]
     Died(String),
+    /// `exec`: the process joining the container could not be started.
+    #[error("exec: {0}")]
+    Exec(String),
     #[error("sync channel: unexpected message {0:?}")]
     Unexpected(Message),
     #[error(transparent)]
