@@ -35,6 +35,19 @@ fn owned(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a mount or rename anywhere on the
+/// host raced with a lookup that went through `..` (the kernel cannot then prove the walk
+/// stayed inside the root); other containers being set up make that common, so it is retried.
+fn openat2_retrying(dirfd: RawFd, path: &Path, flags: OFlag) -> nix::Result<RawFd> {
+    let mut tries = 0;
+    loop {
+        match openat2(dirfd, path, how(flags)) {
+            Err(nix::errno::Errno::EAGAIN) if tries < 64 => tries += 1,
+            r => return r,
+        }
+    }
+}
+
 /// The path relative to the root, without leading `/` (openat2 wants a relative path).
 fn relative(path: &Path) -> PathBuf {
     path.components().filter(|c| !matches!(c, Component::RootDir)).collect()
@@ -59,13 +72,13 @@ impl Root {
     pub fn open_path(&self, path: &Path) -> io::Result<OwnedFd> {
         let rel = relative(path);
         let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
-        let fd = openat2(self.fd.as_raw_fd(), &rel, how(OFlag::O_PATH))?;
+        let fd = openat2_retrying(self.fd.as_raw_fd(), &rel, OFlag::O_PATH)?;
         Ok(owned(fd))
     }
 
     /// Like `open_path`, with other open flags (e.g. to read or write the file).
     pub fn open_with(&self, path: &Path, flags: OFlag) -> io::Result<OwnedFd> {
-        let fd = openat2(self.fd.as_raw_fd(), &relative(path), how(flags))?;
+        let fd = openat2_retrying(self.fd.as_raw_fd(), &relative(path), flags)?;
         Ok(owned(fd))
     }
 
