@@ -168,16 +168,23 @@ fn open_in_root(pid: i32, path: &std::ffi::CStr) -> Option<std::os::fd::OwnedFd>
         mode: 0,
         resolve: RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
     };
-    // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of the size passed.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const OpenHow,
-            std::mem::size_of::<OpenHow>(),
-        )
-    };
+    let mut fd = -1;
+    // EAGAIN: a mount or rename raced with the lookup; the kernel asks for a retry.
+    for _ in 0..16 {
+        // SAFETY: a valid dirfd, a NUL-terminated path and an open_how of the size passed.
+        fd = unsafe {
+            libc::syscall(
+                libc::SYS_openat2,
+                root.as_raw_fd(),
+                path.as_ptr(),
+                &how as *const OpenHow,
+                std::mem::size_of::<OpenHow>(),
+            )
+        };
+        if fd >= 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::EAGAIN) {
+            break;
+        }
+    }
     if fd < 0 {
         return None;
     }
