@@ -349,3 +349,25 @@ fn exec_cgroup_puts_the_process_in_a_sub_cgroup_and_keeps_it_in_the_containers_o
     finish(&t, id, &b);
     assert!(!std::path::Path::new(&sub_dir).exists());
 }
+
+#[test]
+fn a_tty_exec_without_a_console_socket_gets_a_pty_tally_holds_itself() {
+    use std::io::Write as _;
+    let t = Tally::new();
+    let id = "exec-localtty";
+    let b = running(&t, id, |_| {});
+    let mut child = t
+        .command()
+        .args(["exec", "-t", id, "sh"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"echo typed-$((6*7)); tty; exit 3\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(3), "{text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("typed-42") && text.contains("/dev/pts/"), "{text:?}");
+    finish(&t, id, &b);
+}

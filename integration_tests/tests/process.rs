@@ -323,3 +323,18 @@ fn preserve_fds_beyond_what_the_caller_passed_hands_over_none_of_tallys_own() {
     assert_eq!(r.stdout.split_whitespace().collect::<Vec<_>>(), ["0", "1", "2", "3"], "{}", r.stdout);
     t.assert_clean("proc-fds-gap", &b);
 }
+
+#[test]
+fn a_foreground_run_of_a_terminal_container_without_a_console_socket_gets_a_pty_tally_holds() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("proc-localtty");
+    b.edit(|c| c["process"]["terminal"] = json!(true));
+    b.sh("tty; exit 5");
+    let r = t.run_container("proc-localtty", &b);
+    assert_eq!(r.code, 5, "{} {}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("/dev/pts/0"), "{:?}", r.stdout);
+    // Detached, there is nobody to hold it: a console socket is required.
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), "proc-localtty"])
+        .fails_with(&["--console-socket"]);
+    t.assert_clean("proc-localtty", &b);
+}

@@ -10,6 +10,7 @@ use oci_spec::runtime::{Capability, Process, Spec};
 
 use super::create::write_pid_file;
 use super::foreground::{block_forwarded, wait_forwarding};
+use super::terminal::{proxy, LocalConsole};
 use super::LifecycleError;
 use crate::bundle;
 use crate::cgroups::Cgroup;
@@ -92,6 +93,14 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
     }
     let cgroup = Cgroup::of(&state)?;
 
+    // A person's `exec -t` without a console socket: tally holds the pty itself.
+    let local = match (process.terminal().unwrap_or(false), &opts.console_socket, opts.detach) {
+        (true, None, false) => Some(
+            LocalConsole::listen().map_err(|e| ExecError::Invalid(format!("--tty: a console of tally's own: {e}")))?,
+        ),
+        _ => None,
+    };
+    let console_socket = opts.console_socket.clone().or_else(|| local.as_ref().map(|l| l.path()));
     let set = (!opts.detach).then(block_forwarded);
     let pid = spawn::spawn_exec(&ExecRequest {
         id,
@@ -102,7 +111,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         process: &process,
         seccomp: seccomp_cfg.zip(filter.as_ref()),
         personality: linux.and_then(|l| l.personality().as_ref()),
-        console_socket: opts.console_socket.as_deref(),
+        console_socket: console_socket.as_deref(),
         preserved: &opts.preserved,
         cgroup: &cgroup,
         sub_cgroup: opts.cgroup.as_deref(),
@@ -118,9 +127,16 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
     // The container's lock is not held while the process runs: kill, state, even delete
     // --force must work meanwhile.
     drop(dir);
-    match set {
-        Some(set) => Ok(wait_forwarding(pid, &set)),
-        None => Ok(0),
+    match (set, local) {
+        (Some(set), Some(local)) => match local.master() {
+            Ok(master) => Ok(proxy(&master, pid, &set)),
+            Err(e) => {
+                spawn::kill_and_wait(pid);
+                Err(ExecError::Invalid(format!("--tty: the pty master: {e}")).into())
+            }
+        },
+        (Some(set), None) => Ok(wait_forwarding(pid, &set)),
+        (None, _) => Ok(0),
     }
 }
 

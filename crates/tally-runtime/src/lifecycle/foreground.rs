@@ -57,7 +57,7 @@ pub fn wait_forwarding(init: i32, set: &libc::sigset_t) -> i32 {
 }
 
 /// Reaps every exited child; returns the init's status once it is among them.
-fn reap(init: i32) -> Option<i32> {
+pub(super) fn reap(init: i32) -> Option<i32> {
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes the status into a live local.

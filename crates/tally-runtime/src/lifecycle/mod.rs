@@ -13,6 +13,7 @@ mod ps;
 mod query;
 mod run;
 mod start;
+mod terminal;
 mod update;
 
 pub use beancounters::{beancounters, ledger};
