@@ -371,3 +371,15 @@ fn a_tty_exec_without_a_console_socket_gets_a_pty_tally_holds_itself() {
     assert!(text.contains("typed-42") && text.contains("/dev/pts/"), "{text:?}");
     finish(&t, id, &b);
 }
+
+#[test]
+fn exec_into_a_container_without_a_kept_config_reads_its_bundle() {
+    let t = Tally::new();
+    let id = "exec-oldstate";
+    let b = running(&t, id, |c| c["process"]["env"] = json!(["PATH=/bin", "FROM=bundle"]));
+    // As a container created before tally kept a copy of its config.
+    fs::remove_file(t.root.join(id).join("config.json")).unwrap();
+    let r = t.run(&["exec", id, "sh", "-c", "echo $FROM"]).ok();
+    assert_eq!(r.stdout.trim(), "bundle");
+    finish(&t, id, &b);
+}

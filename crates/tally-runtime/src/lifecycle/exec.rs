@@ -15,7 +15,7 @@ use super::LifecycleError;
 use crate::bundle;
 use crate::cgroups::Cgroup;
 use crate::spawn::{self, ExecRequest};
-use crate::state::{ContainerDir, Lock, StateRoot, Status};
+use crate::state::{ContainerDir, Lock, StateError, StateRoot, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -68,7 +68,14 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         }
         _ => return Err(LifecycleError::WrongStatus { id: id.into(), status, message: "cannot exec in it" }),
     }
-    let spec = dir.config()?;
+    let spec = match dir.config() {
+        Ok(spec) => spec,
+        // A container created before tally kept a copy: its bundle's config, as it is now.
+        Err(StateError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
+            bundle::Bundle::load(&state.bundle)?.spec
+        }
+        Err(e) => return Err(e.into()),
+    };
     let process = build_process(&spec, opts)?;
     if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
         tracing::warn!("apparmorProfile/selinuxLabel: no LSM is supported by tally on this host; ignored");
