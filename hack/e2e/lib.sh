@@ -32,13 +32,7 @@ expect_status() {
 
 # A busybox root filesystem in DIR (what the images and --rootfs runs use).
 make_rootfs() {
-  mkdir -p "$1/bin" "$1/proc" "$1/sys" "$1/dev" "$1/etc" "$1/tmp" "$1/root" "$1/run" "$1/var/tmp"
-  cp /bin/busybox "$1/bin/busybox"
-  for applet in $(/bin/busybox --list); do
-    [ "$applet" = busybox ] || ln -sf busybox "$1/bin/$applet"
-  done
-  printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n' > "$1/etc/passwd"
-  printf 'root:x:0:\nnobody:x:65534:\n' > "$1/etc/group"
+  "$(dirname "$0")/../make-rootfs.sh" "$1"
 }
 
 # Cgroup directories named NAME anywhere in the host's hierarchies.

@@ -228,18 +228,7 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     if let (Some(filter), false) = (filter, nnp) {
         hand_over(channel, filter.load().map_err(|e| s(&e))?)?;
     }
-    let caps = security::capabilities::Plan::new(p.capabilities().as_ref());
-    if let Some(caps) = &caps {
-        caps.before_user_switch().map_err(|e| s(&e))?;
-    }
-    process::set_identity(user).map_err(|e| s(&e))?;
-    // A change of credentials resets dumpable to fs.suid_dumpable: set it again, since this is
-    // still the host's tally until execve.
-    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Some(caps) = &caps {
-        caps.after_user_switch().map_err(|e| s(&e))?;
-    }
+    super::switch_user(p.capabilities().as_ref(), user)?;
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
     process::limit_inherited_fds(req.preserved).map_err(|e| s(&e))?;
     process::reset_signals();

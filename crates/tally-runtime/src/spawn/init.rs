@@ -171,18 +171,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         let listener = filter.load().map_err(|e| s(&e))?;
         hand_over_listener(ctx, listener)?;
     }
-    let caps = security::capabilities::Plan::new(proc_cfg.capabilities().as_ref());
-    if let Some(caps) = &caps {
-        caps.before_user_switch().map_err(|e| s(&e))?;
-    }
-    process::set_identity(user).map_err(|e| s(&e))?;
-    // A change of credentials resets dumpable to fs.suid_dumpable: set it again, since this is
-    // still the host's tally until execve.
-    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
-    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
-    if let Some(caps) = &caps {
-        caps.after_user_switch().map_err(|e| s(&e))?;
-    }
+    super::switch_user(proc_cfg.capabilities().as_ref(), user)?;
     // A notify filter must be loaded while the runtime is still here to take its listener fd:
     // now, rather than right before exec.
     if let (Some(filter), true) = (ctx.seccomp, nnp) {

@@ -240,6 +240,28 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
     Ok(Spawned { pid: init_pid, start_time, channel: ours })
 }
 
+/// The container process's switch to its user, with the capabilities kept across it (both
+/// `create`'s init and `exec`'s process).
+fn switch_user(
+    caps: Option<&oci_spec::runtime::LinuxCapabilities>,
+    user: &oci_spec::runtime::User,
+) -> Result<(), String> {
+    let s = |e: &dyn std::fmt::Display| e.to_string();
+    let caps = crate::security::capabilities::Plan::new(caps);
+    if let Some(caps) = &caps {
+        caps.before_user_switch().map_err(|e| s(&e))?;
+    }
+    crate::process::set_identity(user).map_err(|e| s(&e))?;
+    // A change of credentials resets dumpable to fs.suid_dumpable: set it again, since this is
+    // still the host's tally until execve.
+    // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+    unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    if let Some(caps) = &caps {
+        caps.after_user_switch().map_err(|e| s(&e))?;
+    }
+    Ok(())
+}
+
 /// Passes the seccomp notify fd to `linux.seccomp.listenerPath` with the container's state
 /// (its status and init's PID) and the filtered process's PID, in the shape runc sends (so
 /// existing seccomp agents read it).
