@@ -244,12 +244,19 @@ fn concurrent_commands_on_one_container_do_not_corrupt_its_state() {
     t.assert_clean("cc", &b);
 }
 
+/// runc's shape, line for line: Podman's `info` and containerd read the first line and
+/// `commit:`; the libseccomp line is the library tally runs with.
 #[test]
-fn version_names_tally_and_the_spec() {
+fn version_names_tally_its_commit_the_spec_and_libseccomp() {
     let r = Tally::new().run(&["--version"]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.stdout);
     assert!(lines[0].starts_with("tally version "), "{}", r.stdout);
-    assert!(lines[1].starts_with("spec: 1."), "{}", r.stdout);
+    let commit = lines[1].strip_prefix("commit: ").expect("a commit line");
+    assert!(commit == "unknown" || (commit.len() == 40 && commit.chars().all(|c| c.is_ascii_hexdigit())), "{commit}");
+    assert!(lines[2].starts_with("spec: 1."), "{}", r.stdout);
+    let seccomp = lines[3].strip_prefix("libseccomp: ").expect("a libseccomp line");
+    assert_eq!(seccomp.split('.').filter(|p| p.parse::<u32>().is_ok()).count(), 3, "{seccomp}");
 }
 
 #[test]

@@ -338,3 +338,67 @@ fn a_foreground_run_of_a_terminal_container_without_a_console_socket_gets_a_pty_
         .fails_with(&["--console-socket"]);
     t.assert_clean("proc-localtty", &b);
 }
+
+/// Podman and containerd tell "not found" (127) from "cannot run" (126) by runc's wording, and
+/// a `create` that succeeds for a program that cannot run leaves them a container that never
+/// started: the check is made at `create`, as the process's user, inside the container's root.
+#[test]
+fn a_program_that_cannot_be_executed_fails_create_with_runcs_wording() {
+    let t = Tally::new();
+    let id = "proc-noexec";
+    let mut b = Bundle::busybox(id);
+    let bin = b.rootfs().join("opt");
+    fs::create_dir_all(bin.join("a-directory")).unwrap();
+    fs::write(bin.join("not-executable"), "#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(bin.join("not-executable"), fs::Permissions::from_mode(0o644)).unwrap();
+    fs::write(bin.join("owner-only"), "#!/bin/sh\necho ran\n").unwrap();
+    fs::set_permissions(bin.join("owner-only"), fs::Permissions::from_mode(0o700)).unwrap();
+    let cases: [(&str, u32, &[&str]); 5] = [
+        ("no-such-program", 0, &["no-such-program", "executable file not found in $PATH"]),
+        ("/opt/missing", 0, &["/opt/missing", "no such file or directory"]),
+        ("/opt/not-executable", 0, &["/opt/not-executable", "permission denied"]),
+        ("/opt/a-directory", 0, &["/opt/a-directory", "permission denied"]),
+        // root owns it and may run it; user 1000 may not.
+        ("/opt/owner-only", 1000, &["/opt/owner-only", "permission denied"]),
+    ];
+    for (program, uid, needles) in cases {
+        b.edit(|c| {
+            c["process"]["args"] = json!([program]);
+            c["process"]["user"] = json!({"uid": uid, "gid": uid});
+        });
+        t.create(id, &b).fails_with(needles);
+        t.assert_clean(id, &b);
+    }
+    // The same program as its owner: create succeeds and it runs.
+    b.edit(|c| {
+        c["process"]["args"] = json!(["/opt/owner-only"]);
+        c["process"]["user"] = json!({"uid": 0, "gid": 0});
+    });
+    assert_eq!(t.run_container(id, &b).ok().stdout, "ran\n");
+    t.assert_clean(id, &b);
+}
+
+/// runc makes every container process a session leader (setsid) when it has no terminal:
+/// conmon's `--timeout` kills the container's process group, and one shared with conmon's
+/// would kill conmon.
+#[test]
+fn without_a_terminal_the_init_and_an_exec_lead_their_own_sessions() {
+    let t = Tally::new();
+    let id = "proc-setsid";
+    let mut b = Bundle::busybox(id);
+    // Fields 1, 5 and 6 of /proc/PID/stat: pid, process group, session.
+    let stat = "cut -d' ' -f1,5,6 /proc/self/stat";
+    b.edit(|c| c["process"]["args"] = json!(["sh", "-c", format!("exec {stat}")]));
+    assert_eq!(t.run_container(id, &b).ok().stdout, "1 1 1\n");
+    t.assert_clean(id, &b);
+
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    let r = t.run(&["exec", id, "sh", "-c", &format!("exec {stat}")]).ok();
+    let fields: Vec<&str> = r.stdout.split_whitespace().collect();
+    assert_eq!(fields.len(), 3, "{}", r.stdout);
+    assert_ne!(fields[0], "1");
+    assert!(fields.iter().all(|f| *f == fields[0]), "the exec leads its session: {}", r.stdout);
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}

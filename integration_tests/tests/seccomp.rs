@@ -212,3 +212,84 @@ fn a_notify_rule_hands_the_syscall_to_the_listener_which_answers_it() {
     assert!(doc["pid"].as_i64().unwrap() > 0);
     t.assert_clean("sc-notify", &b);
 }
+
+/// What static busybox's `sh -c 'echo ok'` calls (strace -f -c), and nothing else.
+const BUSYBOX_ECHO: &[&str] = &[
+    "execve",
+    "brk",
+    "arch_prctl",
+    "set_tid_address",
+    "set_robust_list",
+    "rseq",
+    "prlimit64",
+    "mprotect",
+    "getrandom",
+    "uname",
+    "readlink",
+    "getuid",
+    "getpid",
+    "getppid",
+    "prctl",
+    "rt_sigaction",
+    "newfstatat",
+    "write",
+    "exit_group",
+    "exit",
+];
+
+/// A deny-by-default profile that allows `names`: what older and hand-written profiles (and
+/// runtime-tools' default config) look like, with no `close_range` in it.
+fn allow_only(b: &mut Bundle, names: &[&str], nnp: bool) {
+    b.edit(|c| {
+        c["process"]["noNewPrivileges"] = json!(nnp);
+        c["linux"]["seccomp"] = json!({
+            "defaultAction": "SCMP_ACT_ERRNO",
+            "architectures": ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"],
+            "syscalls": [{"names": names, "action": "SCMP_ACT_ALLOW"}]
+        });
+    });
+}
+
+#[test]
+fn a_deny_by_default_profile_constrains_the_program_and_nothing_tally_does_before_it() {
+    let t = Tally::new();
+    // With no_new_privs the filter goes on right before execve: the program's own calls are
+    // all it must allow.
+    let mut b = Bundle::busybox("sc-deny-nnp");
+    allow_only(&mut b, BUSYBOX_ECHO, true);
+    b.sh("echo ok");
+    let r = t.run_to_files(&["run", "--preserve-fds", "0", "--bundle", b.dir.to_str().unwrap(), "sc-deny-nnp"]).ok();
+    assert_eq!(r.stdout, "ok\n", "stderr: {}", r.stderr);
+    t.assert_clean("sc-deny-nnp", &b);
+
+    // Without it the filter is loaded while tally still holds CAP_SYS_ADMIN, before the user
+    // switch and the wait for `start`: what tally does after it is what such a profile allows
+    // for any runtime (credentials, signals, the sync socket), and close_range is not part of it.
+    let mut b = Bundle::busybox("sc-deny-caps");
+    let mut names = BUSYBOX_ECHO.to_vec();
+    names.extend([
+        "capget",
+        "capset",
+        "setresuid",
+        "setresgid",
+        "setgroups",
+        "setuid",
+        "setgid",
+        "rt_sigprocmask",
+        "sigaltstack",
+        "read",
+        "recvmsg",
+        "recvfrom",
+        "sendmsg",
+        "sendto",
+        "close",
+        "munmap",
+        "futex",
+        "poll",
+    ]);
+    allow_only(&mut b, &names, false);
+    b.sh("echo ok");
+    let r = t.run_to_files(&["run", "--preserve-fds", "0", "--bundle", b.dir.to_str().unwrap(), "sc-deny-caps"]).ok();
+    assert_eq!(r.stdout, "ok\n", "stderr: {}", r.stderr);
+    t.assert_clean("sc-deny-caps", &b);
+}

@@ -105,9 +105,16 @@ fn send_fd(sock: RawFd, fd: RawFd, payload: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes the process the leader of a new session without a terminal, as runc does for every
+/// container process. A caller that kills the process group (conmon's `--timeout` sends
+/// `kill(-pgid)`) must hit the container's processes, never the caller's own group.
+pub fn new_session() -> Result<(), ConsoleError> {
+    nix::unistd::setsid().map(drop).map_err(|e| io_err("setsid")(e.into()))
+}
+
 /// Makes `slave` the controlling terminal of a new session and the process's stdio.
 pub fn attach(slave: &OwnedFd) -> Result<(), ConsoleError> {
-    nix::unistd::setsid().map_err(|e| io_err("setsid")(e.into()))?;
+    new_session()?;
     // SAFETY: TIOCSCTTY takes an int argument by value; 0 means do not steal.
     if unsafe { libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) } != 0 {
         return Err(io_err("set controlling terminal")(io::Error::last_os_error()));

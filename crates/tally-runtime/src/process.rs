@@ -7,7 +7,6 @@ use std::fs;
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use oci_spec::runtime::{Process, User};
@@ -16,7 +15,7 @@ use crate::sys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProcessError {
-    #[error("process.args[0]: executable file {0:?} not found in $PATH")]
+    #[error("process.args[0]: {0:?}: executable file not found in $PATH")]
     NotInPath(String),
     #[error("process.args[0]: {path}: {message}")]
     NotExecutable { path: PathBuf, message: String },
@@ -57,7 +56,10 @@ pub fn prepare(process: &Process) -> Result<Program, ProcessError> {
         env.push(format!("HOME={}", home_of(process.user().uid())));
     }
     let path_var = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH).to_string();
-    let display = find_executable(&args[0], &path_var)?;
+    let user = process.user();
+    let groups = user.additional_gids().clone().unwrap_or_default();
+    let who = Runner { uid: user.uid(), gid: user.gid(), groups: &groups };
+    let display = find_executable(&args[0], &path_var, who)?;
     Ok(Program {
         path: CString::new(display.as_os_str().as_bytes()).map_err(|_| ProcessError::Nul { field: "process.args" })?,
         display,
@@ -66,21 +68,55 @@ pub fn prepare(process: &Process) -> Result<Program, ProcessError> {
     })
 }
 
-fn is_executable(p: &Path) -> Result<(), String> {
-    let md = fs::metadata(p).map_err(|e| e.to_string())?;
+/// Who will run the program: execve's permission check is made against these ids, not
+/// against the root that resolves the program at `create`.
+#[derive(Debug, Clone, Copy)]
+pub struct Runner<'a> {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: &'a [u32],
+}
+
+impl Runner<'_> {
+    pub const ROOT: Runner<'static> = Runner { uid: 0, gid: 0, groups: &[] };
+}
+
+/// The reasons use runc's wording classes (`no such file or directory`, `permission denied`):
+/// Podman and containerd map them to exit codes 127 and 126.
+fn is_executable(p: &Path, who: Runner) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = fs::metadata(p).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => "no such file or directory".to_string(),
+        io::ErrorKind::PermissionDenied => "permission denied".to_string(),
+        _ => e.to_string().to_lowercase(),
+    })?;
     if md.is_dir() {
-        return Err("is a directory".into());
+        // execve gives EACCES for a directory, and so does runc's lookup.
+        return Err("permission denied (is a directory)".into());
     }
-    if md.permissions().mode() & 0o111 == 0 {
-        return Err("permission denied (not executable)".into());
+    let mode = md.mode();
+    let bits = if who.uid == 0 {
+        mode & 0o111
+    } else if md.uid() == who.uid {
+        mode & 0o100
+    } else if md.gid() == who.gid || who.groups.contains(&md.gid()) {
+        mode & 0o010
+    } else {
+        mode & 0o001
+    };
+    if bits == 0 {
+        return Err(format!("permission denied (mode {:04o}, uid {}, gid {})", mode & 0o7777, who.uid, who.gid));
+    }
+    if nix::sys::statvfs::statvfs(p).is_ok_and(|v| v.flags().contains(nix::sys::statvfs::FsFlags::ST_NOEXEC)) {
+        return Err("permission denied (on a noexec mount)".into());
     }
     Ok(())
 }
 
-pub fn find_executable(name: &str, path_var: &str) -> Result<PathBuf, ProcessError> {
+pub fn find_executable(name: &str, path_var: &str, who: Runner) -> Result<PathBuf, ProcessError> {
     if name.contains('/') {
         let p = PathBuf::from(name);
-        return is_executable(&p)
+        return is_executable(&p, who)
             .map(|()| p.clone())
             .map_err(|message| ProcessError::NotExecutable { path: p, message });
     }
@@ -88,7 +124,7 @@ pub fn find_executable(name: &str, path_var: &str) -> Result<PathBuf, ProcessErr
         .split(':')
         .filter(|d| !d.is_empty())
         .map(|d| Path::new(d).join(name))
-        .find(|p| is_executable(p).is_ok())
+        .find(|p| is_executable(p, who).is_ok())
         .ok_or_else(|| ProcessError::NotInPath(name.to_string()))
 }
 
@@ -241,12 +277,35 @@ impl Program {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn finds_programs_in_path_and_refuses_others() {
-        assert_eq!(find_executable("sh", "/nonexistent:/bin").unwrap(), PathBuf::from("/bin/sh"));
-        assert!(matches!(find_executable("no-such-program-x", "/bin"), Err(ProcessError::NotInPath(_))));
-        assert!(matches!(find_executable("/etc/passwd", "/bin"), Err(ProcessError::NotExecutable { .. })));
-        assert!(matches!(find_executable("/bin", "/bin"), Err(ProcessError::NotExecutable { .. })));
+        let root = Runner::ROOT;
+        assert_eq!(find_executable("sh", "/nonexistent:/bin", root).unwrap(), PathBuf::from("/bin/sh"));
+        assert!(matches!(find_executable("no-such-program-x", "/bin", root), Err(ProcessError::NotInPath(_))));
+        let reason = |name: &str, who: Runner| match find_executable(name, "/bin", who) {
+            Err(ProcessError::NotExecutable { message, .. }) => message,
+            other => panic!("{name}: {other:?}"),
+        };
+        assert!(reason("/etc/passwd", root).starts_with("permission denied"));
+        assert!(reason("/bin", root).starts_with("permission denied"), "a directory");
+        assert_eq!(reason("/no/such/program", root), "no such file or directory");
+    }
+
+    #[test]
+    fn the_permission_check_is_the_runners_not_roots() {
+        let dir = std::env::temp_dir().join(format!("tally-exec-perm-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let prog = dir.join("owner-only");
+        fs::write(&prog, "#!/bin/sh\n").unwrap();
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o700)).unwrap();
+        let name = prog.to_str().unwrap();
+        assert!(find_executable(name, "", Runner::ROOT).is_ok());
+        let other = Runner { uid: 4242, gid: 4242, groups: &[] };
+        assert!(matches!(find_executable(name, "", other), Err(ProcessError::NotExecutable { .. })));
+        fs::set_permissions(&prog, fs::Permissions::from_mode(0o701)).unwrap();
+        assert!(find_executable(name, "", other).is_ok());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

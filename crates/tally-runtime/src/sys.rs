@@ -52,14 +52,52 @@ pub fn pidfd_send_signal(pidfd: RawFd, sig: i32) -> io::Result<()> {
 
 /// Marks every fd from `first` upwards close-on-exec, so nothing tally holds reaches the
 /// container's program except the fds it was asked to pass.
+///
+/// close_range(2) can be missing (kernels before 5.11) or refused by a seccomp profile that
+/// does not list it; then the fds listed in /proc/self/fd are marked one by one, and if that
+/// directory cannot be read either, every number up to the open-file limit.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     const CLOSE_RANGE_CLOEXEC: libc::c_uint = 1 << 2;
     // SAFETY: close_range only changes fd flags in this process's table; no memory is passed.
-    check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) })?;
-    Ok(())
+    if check(unsafe { libc::syscall(libc::SYS_close_range, first, u32::MAX, CLOSE_RANGE_CLOEXEC) }).is_ok() {
+        return Ok(());
+    }
+    let mark = |fd: RawFd| -> io::Result<()> {
+        // SAFETY: F_GETFD/F_SETFD only read and change one fd's flags in this process's table.
+        let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+        if flags < 0 {
+            let err = io::Error::last_os_error();
+            // EBADF: not open (or the directory's own fd, closed since the listing).
+            return if err.raw_os_error() == Some(libc::EBADF) { Ok(()) } else { Err(err) };
+        }
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => {
+            let fds: Vec<RawFd> = dir
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .filter(|&fd: &RawFd| fd >= first as RawFd)
+                .collect();
+            fds.into_iter().try_for_each(mark)
+        }
+        Err(_) => (first as RawFd..open_file_limit()).try_for_each(mark),
+    }
 }
 
-/// Closes every fd from `first` upwards except those in `keep`.
+/// The soft RLIMIT_NOFILE: no fd of this process can have a number at or above it.
+fn open_file_limit() -> RawFd {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes one rlimit struct into a live local.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) };
+    rl.rlim_cur.min(1 << 20) as RawFd
+}
+
+/// Closes every fd from `first` upwards except those in `keep` (close_range, or one close(2)
+/// per number up to the open-file limit where close_range is missing or refused).
 pub fn close_fds_except(first: u32, keep: &[RawFd]) -> io::Result<()> {
     let mut keep: Vec<u32> = keep.iter().filter(|&&fd| fd >= first as RawFd).map(|&fd| fd as u32).collect();
     keep.sort_unstable();
@@ -68,7 +106,13 @@ pub fn close_fds_except(first: u32, keep: &[RawFd]) -> io::Result<()> {
         if fd > lo {
             let hi = if fd == u32::MAX { u32::MAX } else { fd - 1 };
             // SAFETY: close_range only closes fds in this process's table; no memory is passed.
-            check(unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) })?;
+            if check(unsafe { libc::syscall(libc::SYS_close_range, lo, hi, 0) }).is_err() {
+                let end = (hi as u64).min(open_file_limit() as u64) as u32;
+                for n in lo..=end {
+                    // SAFETY: closes one fd number of this process; EBADF for a free one is fine.
+                    unsafe { libc::close(n as RawFd) };
+                }
+            }
         }
         lo = fd.saturating_add(1);
     }

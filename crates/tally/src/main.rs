@@ -83,7 +83,14 @@ fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool, preserved: &'a Pr
 
 fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
     if cli.version {
-        println!("tally version {}\nspec: {}", env!("CARGO_PKG_VERSION"), tally_runtime::OCI_VERSION);
+        // runc's shape: `podman info` and containerd show the first line and `commit:`.
+        println!(
+            "tally version {}\ncommit: {}\nspec: {}\nlibseccomp: {}",
+            env!("CARGO_PKG_VERSION"),
+            env!("TALLY_COMMIT"),
+            tally_runtime::OCI_VERSION,
+            tally_runtime::security::seccomp::library_version()
+        );
         return Ok(0);
     }
     let Some(command) = cli.command else {

@@ -266,6 +266,13 @@ pub const KNOWN_FLAGS: &[(&str, libc::c_ulong)] = &[
 
 /// The libseccomp architectures the spec names that the libseccomp crate can name (its
 /// `ScmpArch` parser, a fixed table of the architectures libseccomp 2.5 supports).
+/// The libseccomp tally is linked with, as `major.minor.micro`.
+pub fn library_version() -> String {
+    libseccomp::ScmpVersion::current()
+        .map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 pub fn architectures() -> Vec<&'static str> {
     const ALL: &[&str] = &[
         "SCMP_ARCH_X86",

@@ -214,9 +214,12 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     let s = |e: &dyn std::fmt::Display| e.to_string();
     let p = req.process;
     let user = p.user();
-    if let Some(sock) = console_socket {
-        let slave = console::allocate_joined(sock, user.uid(), user.gid()).map_err(|e| s(&e))?;
-        console::attach(&slave).map_err(|e| s(&e))?;
+    match console_socket {
+        Some(sock) => {
+            let slave = console::allocate_joined(sock, user.uid(), user.gid()).map_err(|e| s(&e))?;
+            console::attach(&slave).map_err(|e| s(&e))?;
+        }
+        None => console::new_session().map_err(|e| s(&e))?,
     }
     process::chdir(p.cwd()).map_err(|e| s(&e))?;
     let program = process::prepare(p).map_err(|e| s(&e))?;
@@ -225,12 +228,13 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     security::set_personality(req.personality).map_err(|e| s(&e))?;
     let nnp = p.no_new_privileges().unwrap_or(false);
     let filter = req.seccomp.map(|(_, f)| f);
+    // Before any filter, which may deny what marking fds close-on-exec takes.
+    process::limit_inherited_fds(req.preserved).map_err(|e| s(&e))?;
     if let (Some(filter), false) = (filter, nnp) {
         hand_over(channel, filter.load().map_err(|e| s(&e))?)?;
     }
     super::switch_user(p.capabilities().as_ref(), user)?;
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
-    process::limit_inherited_fds(req.preserved).map_err(|e| s(&e))?;
     process::reset_signals();
     Ok(program)
 }

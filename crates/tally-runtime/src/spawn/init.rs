@@ -143,8 +143,11 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
             Err(e) => return Err(s(&e)),
         };
         let annotations = spec.annotations().clone().unwrap_or_default();
+        // createContainer runs inside `create` (`creating`); startContainer after it has
+        // finished and before the program runs (`created`), as state.md defines them.
+        let creating = hooks::state_json(ctx.id, "creating", Some(host_pid), &ctx.bundle.dir, &annotations);
+        hooks::run_all(Phase::CreateContainer, hooks, &creating).map_err(|e| s(&e))?;
         hook_state = hooks::state_json(ctx.id, "created", Some(host_pid), &ctx.bundle.dir, &annotations);
-        hooks::run_all(Phase::CreateContainer, hooks, &hook_state).map_err(|e| s(&e))?;
     }
     let user = proc_cfg.user();
     let slave = match ctx.console_socket {
@@ -154,8 +157,9 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     rootfs::enter(&root, &ctx.bundle.rootfs, ctx.no_pivot).map_err(|e| s(&e))?;
     drop(root);
     rootfs::finalize(spec).map_err(|e| s(&e))?;
-    if let Some(slave) = &slave {
-        console::attach(slave).map_err(|e| s(&e))?;
+    match &slave {
+        Some(slave) => console::attach(slave).map_err(|e| s(&e))?,
+        None => console::new_session().map_err(|e| s(&e))?,
     }
     drop(slave);
 
@@ -166,6 +170,9 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     security::set_oom_score_adj(proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
     security::set_personality(linux.personality().as_ref()).map_err(|e| s(&e))?;
     let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
+    // Before any filter: a profile may deny close_range, fcntl or the /proc/self/fd walk. Every
+    // fd opened from here to exec is close-on-exec (Rust's std, the seccomp listener).
+    process::limit_inherited_fds(ctx.preserved).map_err(|e| s(&e))?;
     // Without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it while we have it.
     if let (Some(filter), false) = (ctx.seccomp, nnp) {
         let listener = filter.load().map_err(|e| s(&e))?;
@@ -213,7 +220,6 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         // SAFETY: ends the process without unwinding into the runtime's code.
         unsafe { libc::_exit(1) }
     }
-    process::limit_inherited_fds(ctx.preserved).map_err(|e| s(&e))?;
     security::set_no_new_privs(nnp).map_err(|e| s(&e))?;
     process::reset_signals();
     // With no_new_privs the filter goes on last, so it constrains the program and nothing of

@@ -214,7 +214,8 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                 }
                 Ok(Message::RuntimeHooks) => {
                     let annotations = spec.annotations().clone().unwrap_or_default();
-                    let state = hooks::state_json(req.id, "created", Some(init_pid), &req.bundle.dir, &annotations);
+                    // state.md: `creating` until the create operation has finished (runc too).
+                    let state = hooks::state_json(req.id, "creating", Some(init_pid), &req.bundle.dir, &annotations);
                     hooks::run_all(Phase::Prestart, spec.hooks().as_ref(), &state)?;
                     hooks::run_all(Phase::CreateRuntime, spec.hooks().as_ref(), &state)?;
                     ours.send(&Message::InitPid(init_pid))?;
