@@ -139,3 +139,58 @@ fn the_default_parent_is_pruned_when_no_container_uses_it() {
     }
     t.assert_clean("cg-prune", &b);
 }
+
+/// `podman run --device /dev/fuse:/dev/fuse:r`: the node comes from `linux.devices` and the
+/// access from the config's own rule, which is applied as given (v1 devices.list, the v2 eBPF
+/// filter): reading gets through to the driver, writing is refused by the cgroup. A FIFO node
+/// needs no rule, and a `p` rule is refused as runc refuses it.
+#[test]
+fn device_rules_grant_exactly_the_configured_access() {
+    let t = Tally::new();
+    let id = unique("cg-devaccess");
+    let mut b = Bundle::busybox(&id);
+    b.edit(|c| {
+        c["linux"]["devices"] = json!([
+            {"path": "/dev/fuse", "type": "c", "major": 10, "minor": 229, "fileMode": 438},
+            {"path": "/dev/myfifo", "type": "p", "major": 0, "minor": 0, "fileMode": 438}
+        ]);
+        c["linux"]["resources"]["devices"] = json!([
+            {"allow": false, "access": "rwm"},
+            {"allow": true, "type": "c", "major": 10, "minor": 229, "access": "r"}
+        ]);
+        c["process"]["args"] = json!(["sleep", "300"]);
+    });
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]).ok();
+    if cgroup_host() == CgroupHost::V1 {
+        let list =
+            fs::read_to_string(Path::new("/sys/fs/cgroup/devices/tally").join(&id).join("devices.list")).unwrap();
+        let rules: Vec<&str> = list.lines().collect();
+        assert!(rules.contains(&"c 10:229 r"), "{list}");
+        assert!(!rules.iter().any(|r| r.starts_with("c 10:229 ") && *r != "c 10:229 r"), "{list}");
+        assert!(!rules.iter().any(|r| r.starts_with("p ")), "{list}");
+    }
+    let probe = "echo x > /dev/fuse; head -c 1 /dev/fuse; stat -c %F /dev/myfifo";
+    let r = t.run(&["exec", &id, "sh", "-c", probe]);
+    let lines: Vec<&str> = r.stderr.lines().collect();
+    assert!(lines[0].contains("/dev/fuse") && lines[0].contains("Operation not permitted"), "write: {}", r.stderr);
+    assert!(lines.len() < 2 || !lines[1].contains("Operation not permitted"), "read is allowed: {}", r.stderr);
+    assert_eq!(r.stdout.trim(), "fifo", "stderr: {}", r.stderr);
+    t.run(&["delete", "--force", &id]).ok();
+    t.assert_clean(&id, &b);
+
+    b.edit(|c| c["linux"]["resources"]["devices"][1]["type"] = json!("p"));
+    t.create(&id, &b).fails_with(&["linux.resources.devices[1].type", "\"p\""]);
+    t.assert_clean(&id, &b);
+}
+
+/// What Podman sends after discarding `--memory` on a host without the memory controller.
+#[test]
+fn an_empty_memory_section_needs_no_memory_controller() {
+    let t = Tally::new();
+    let id = unique("cg-memempty");
+    let mut b = Bundle::busybox(&id);
+    b.edit(|c| c["linux"]["resources"]["memory"] = json!({}));
+    b.sh("echo ran");
+    assert_eq!(t.run_container(&id, &b).ok().stdout, "ran\n");
+    t.assert_clean(&id, &b);
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
 use nix::unistd::Pid;
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::{LinuxDeviceType, LinuxResources};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
@@ -32,23 +32,11 @@ pub enum CgroupError {
     NoController { field: &'static str, controller: String, mode: &'static str },
     #[error("linux.resources.{field}: {value} is not a valid value: {message}")]
     Value { field: &'static str, value: i64, message: &'static str },
+    #[error("linux.resources.devices[{0}].type: \"p\" is not a device cgroup type (a, b or c); a FIFO needs no rule")]
+    DeviceType(usize),
     #[error("linux.resources.unified {key:?}: {message}")]
     Unified { key: String, message: String },
 }
-
-/// Devices every container may use (minor -1: all minors): null, zero, full, random, urandom,
-/// tty, console, ptmx and the pty slaves.
-const DEFAULT_ALLOWED: &[(LinuxDeviceType, i64, i64)] = &[
-    (LinuxDeviceType::C, 1, 3),
-    (LinuxDeviceType::C, 1, 5),
-    (LinuxDeviceType::C, 1, 7),
-    (LinuxDeviceType::C, 1, 8),
-    (LinuxDeviceType::C, 1, 9),
-    (LinuxDeviceType::C, 5, 0),
-    (LinuxDeviceType::C, 5, 1),
-    (LinuxDeviceType::C, 5, 2),
-    (LinuxDeviceType::C, 136, -1),
-];
 
 /// The prefix of the default cgroup path, `/tally/<id>`.
 pub const DEFAULT_PARENT: &str = "tally";
@@ -165,26 +153,16 @@ impl Cgroup {
             .map_err(|e| self.err(e))
     }
 
-    /// Applies `linux.resources`, with the device rules every container needs appended: the
-    /// spec's default devices and those in `linux.devices` stay usable under a deny-all list
-    /// (runc's behaviour; configs such as `tally spec`'s carry only the deny-all rule).
-    pub fn apply(
-        &self,
-        resources: &LinuxResources,
-        extra_devices: &[(LinuxDeviceType, i64, i64)],
-    ) -> Result<(), CgroupError> {
+    /// Applies `linux.resources`. The device rules are the config's, with the access it gives:
+    /// libcgroups appends the standard devices every container needs (and mknod on all), as
+    /// runc does, and neither adds a rule for `linux.devices` entries (Podman's `--device`
+    /// sends its own rule with the access asked for).
+    pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         let mut res = resources.clone();
-        let mut rules: Vec<LinuxDeviceCgroup> = res.devices().clone().unwrap_or_default();
-        if !rules.is_empty() {
-            let defaults = DEFAULT_ALLOWED.iter().map(|&(t, ma, mi)| (t, ma, mi));
-            for (typ, major, minor) in defaults.chain(extra_devices.iter().copied()) {
-                let mut b = LinuxDeviceCgroupBuilder::default().allow(true).typ(typ).major(major).access("rwm");
-                if minor >= 0 {
-                    b = b.minor(minor);
-                }
-                rules.push(b.build().expect("device rule builds"));
-            }
-            res.set_devices(Some(rules));
+        // Podman sends `"memory": {}` after dropping `--memory` on a host without the
+        // controller; libcgroups' v1 manager would still look for the hierarchy.
+        if res.memory().as_ref().is_some_and(|m| *m == Default::default()) {
+            res.set_memory(None);
         }
         let opt =
             ControllerOpt { resources: &res, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
@@ -380,6 +358,13 @@ pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
 
 /// Values no controller accepts, refused before anything is written.
 fn check_values(res: &LinuxResources) -> Result<(), CgroupError> {
+    // A device rule is for a, b or c devices (what v1's devices.allow and the v2 filter know);
+    // a FIFO in `linux.devices` gets its node and no rule.
+    for (i, rule) in res.devices().iter().flatten().enumerate() {
+        if rule.typ() == Some(LinuxDeviceType::P) {
+            return Err(CgroupError::DeviceType(i));
+        }
+    }
     let at_least_minus_one = |field: &'static str, v: Option<i64>| match v {
         Some(v) if v < -1 => Err(CgroupError::Value { field, value: v, message: "must be -1 (no limit) or more" }),
         _ => Ok(()),

@@ -75,24 +75,18 @@ pub fn update(
     // they are rewritten (deny all, then allow) only when the update changes them, since a
     // running container would see that window.
     let v2 = crate::cgroups::available_controllers().0;
-    let mut to_apply = merged.clone();
-    let mut devices = Vec::new();
-    if v2 || change.devices().is_some() {
-        let config = dir.config()?;
-        let linux = config.linux().as_ref();
-        devices = linux.and_then(|l| l.devices().clone()).unwrap_or_default();
-    } else {
-        to_apply.set_devices(None);
-    }
-    let extra: Vec<_> = devices.iter().map(|d| (d.typ(), d.major(), d.minor())).collect();
-    let cgroup = Cgroup::of(&state)?;
-    if let Err(e) = cgroup.apply(&to_apply, &extra) {
-        // libcgroups writes one controller after another: put back what was there.
-        let mut back = before.clone();
-        if !(v2 || change.devices().is_some()) {
-            back.set_devices(None);
+    let keep_devices = v2 || change.devices().is_some();
+    let without_devices = |r: &LinuxResources| {
+        let mut r = r.clone();
+        if !keep_devices {
+            r.set_devices(None);
         }
-        let _ = cgroup.apply(&back, &extra);
+        r
+    };
+    let cgroup = Cgroup::of(&state)?;
+    if let Err(e) = cgroup.apply(&without_devices(&merged)) {
+        // libcgroups writes one controller after another: put back what was there.
+        let _ = cgroup.apply(&without_devices(&before));
         return Err(e.into());
     }
     state.resources = Some(merged);

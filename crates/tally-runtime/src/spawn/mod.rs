@@ -176,8 +176,7 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
     let result = (|| -> Result<(), SpawnError> {
         req.cgroup.add_task(child)?;
         if let Some(resources) = linux.resources() {
-            let devices: Vec<_> = linux.devices().iter().flatten().map(|d| (d.typ(), d.major(), d.minor())).collect();
-            req.cgroup.apply(resources, &devices)?;
+            req.cgroup.apply(resources)?;
         }
         loop {
             let (msg, fd) = match ours.recv_with_fd() {
