@@ -463,3 +463,58 @@ fn no_pivot_runs_the_container_in_its_rootfs() {
     assert_eq!(r.stdout, "in the image\ntally\n1\n/proc/1/root/etc/image-marker\n", "stderr: {}", r.stderr);
     t.assert_clean("rfs-nopivot", &b);
 }
+
+/// `tmpcopyup` (Podman's `--read-only`, `--tmpfs`, `--mount type=tmpfs`): the tmpfs starts with
+/// what the image has at its destination, writable there while the image stays untouched; a
+/// read-only one is filled, then made read-only.
+#[test]
+fn tmpcopyup_fills_a_new_tmpfs_with_the_images_content() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = Tally::new();
+    let id = "rfs-copyup";
+    let mut b = Bundle::busybox(id);
+    fs::create_dir_all(b.rootfs().join("opt/app")).unwrap();
+    fs::write(b.rootfs().join("opt/app/conf"), "setting=1\n").unwrap();
+    fs::set_permissions(b.rootfs().join("opt/app/conf"), fs::Permissions::from_mode(0o604)).unwrap();
+    std::os::unix::fs::chown(b.rootfs().join("opt/app/conf"), Some(12), Some(34)).unwrap();
+    std::os::unix::fs::symlink("/etc/shadow-on-host", b.rootfs().join("opt/link")).unwrap();
+    b.edit(|c| {
+        c["root"]["readonly"] = json!(true);
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/etc", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["rw", "nosuid", "nodev", "tmpcopyup", "mode=755"]}));
+        mounts.push(json!({"destination": "/opt", "type": "tmpfs", "source": "tmpfs",
+                           "options": ["ro", "tmpcopyup"]}));
+    });
+    b.sh("head -1 /etc/passwd; echo new > /etc/new && cat /etc/new; \
+         stat -c '%a %u:%g' /opt/app/conf; cat /opt/app/conf; readlink /opt/link; \
+         touch /opt/x 2>&1 | grep -o 'Read-only file system'; \
+         grep -E ' /(etc|opt) ' /proc/self/mounts | cut -d' ' -f2,3");
+    let r = t.run_container(id, &b).ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            "root:x:0:0:root:/root:/bin/sh",
+            "new",
+            "604 12:34",
+            "setting=1",
+            "/etc/shadow-on-host",
+            "Read-only file system",
+            "/etc tmpfs",
+            "/opt tmpfs"
+        ],
+        "stderr: {}",
+        r.stderr
+    );
+    assert!(!b.rootfs().join("etc/new").exists(), "the image is untouched");
+    t.assert_clean(id, &b);
+
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts
+            .push(json!({"destination": "/data", "type": "bind", "source": "/tmp", "options": ["rbind", "tmpcopyup"]}));
+    });
+    t.create(id, &b).fails_with(&["/data", "tmpcopyup applies to tmpfs mounts only"]);
+    t.assert_clean(id, &b);
+}

@@ -2,6 +2,7 @@
 //! paths, all resolved inside the rootfs; then pivot_root and the final touches on `/`.
 
 mod cgroupfs;
+mod copyup;
 mod devices;
 mod mounts;
 pub mod options;

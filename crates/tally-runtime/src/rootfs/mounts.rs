@@ -4,7 +4,7 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
@@ -41,6 +41,9 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
     let opts = options::parse(m.options().as_deref().unwrap_or_default()).map_err(|e| invalid(e.to_string()))?;
     let typ = m.typ().as_deref().unwrap_or("");
     let is_bind = opts.is_bind() || typ == "bind";
+    if opts.copy_up && (is_bind || typ != "tmpfs") {
+        return Err(invalid(format!("tmpcopyup applies to tmpfs mounts only, not to type {typ:?}")));
+    }
 
     let target = if is_bind {
         let source = bind_source(ctx.bundle, m).map_err(&invalid)?;
@@ -64,10 +67,29 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
             return Err(invalid("type is required for a mount that is not a bind mount".into()));
         }
         let target = ctx.root.ensure(dest, Kind::Dir).map_err(|e| io_err("create destination", e))?;
+        // Opened before the mount, this fd keeps naming the image's directory underneath.
+        let underneath = match opts.copy_up {
+            true => Some(open_dir(&target).map_err(|e| io_err("open for tmpcopyup", e))?),
+            false => None,
+        };
         let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
         let data = opts.data_string();
-        let flags = opts.flags & !MsFlags::MS_REMOUNT;
+        let mut flags = opts.flags & !MsFlags::MS_REMOUNT;
+        if underneath.is_some() {
+            // A read-only tmpfs is filled first, then made read-only.
+            flags &= !MsFlags::MS_RDONLY;
+        }
         let res = mount(Some(source.as_str()), &fd_path(&target), Some(typ), flags, data.as_deref());
+        if let (Ok(()), Some(from)) = (&res, &underneath) {
+            let top = reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?;
+            let to = open_dir(&top).map_err(|e| io_err("open tmpfs", e))?;
+            super::copyup::copy_tree(from.as_fd(), to.as_fd()).map_err(|e| io_err("tmpcopyup", e))?;
+            if opts.flags.contains(MsFlags::MS_RDONLY) {
+                let flags = flags | MsFlags::MS_RDONLY | MsFlags::MS_REMOUNT;
+                mount(None::<&str>, &fd_path(&top), None::<&str>, flags, data.as_deref())
+                    .map_err(|e| io_err("remount read-only", e.into()))?;
+            }
+        }
         match res {
             Ok(()) => {}
             // Without its own network namespace a user-namespaced container may not mount
@@ -106,6 +128,15 @@ fn bind_source(bundle: &Path, m: &Mount) -> Result<PathBuf, String> {
 /// directory underneath, and remounting through it would change the wrong mount.
 fn reopen(root: &Root, dest: &Path) -> io::Result<OwnedFd> {
     root.open_path(dest)
+}
+
+/// A directory fd (readable, unlike the O_PATH fds of the walk) on what `fd` names.
+fn open_dir(fd: &OwnedFd) -> io::Result<OwnedFd> {
+    use nix::fcntl::{openat, OFlag};
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let raw = openat(Some(fd.as_raw_fd()), ".", flags, nix::sys::stat::Mode::empty())?;
+    // SAFETY: openat just returned this fd and nothing else owns it.
+    Ok(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) })
 }
 
 /// Bind mounts ignore most flags on the first call; a remount applies them. Flags the kernel

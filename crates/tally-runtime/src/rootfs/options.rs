@@ -21,6 +21,8 @@ pub struct MountOptions {
     pub has_recursive: bool,
     /// Filesystem-specific options, passed through as mount(2)'s data.
     pub data: Vec<String>,
+    /// `tmpcopyup`: the new tmpfs starts with what the image has at its destination.
+    pub copy_up: bool,
 }
 
 impl Default for MountOptions {
@@ -32,6 +34,7 @@ impl Default for MountOptions {
             recursive: MountAttr::default(),
             has_recursive: false,
             data: Vec::new(),
+            copy_up: false,
         }
     }
 }
@@ -71,6 +74,7 @@ enum Effect {
     RecClear(u64),
     /// Atime mode: the mode bits are a field, so clearing the field is part of setting it.
     RecAtime(u64),
+    CopyUp,
     Ignore,
 }
 
@@ -80,6 +84,7 @@ fn effect(opt: &str) -> Option<Effect> {
     let c = |x| Some(Clear(x));
     match opt {
         "defaults" | "loud" | "silent" | "async" | "nolazytime" | "noiversion" | "nomand" => Some(Ignore),
+        "tmpcopyup" => Some(CopyUp),
         "ro" => f(MsFlags::MS_RDONLY),
         "rw" => c(MsFlags::MS_RDONLY),
         "nosuid" => f(MsFlags::MS_NOSUID),
@@ -193,11 +198,12 @@ pub const NAMES: &[&str] = &[
     "suid",
     "symfollow",
     "sync",
+    "tmpcopyup",
     "unbindable",
 ];
 
 /// Options the spec defines that tally does not implement: an error rather than silence.
-const UNSUPPORTED: &[&str] = &["idmap", "ridmap", "tmpcopyup"];
+const UNSUPPORTED: &[&str] = &["idmap", "ridmap"];
 
 pub fn parse(options: &[String]) -> Result<MountOptions, OptionError> {
     let mut out = MountOptions::default();
@@ -215,6 +221,7 @@ pub fn parse(options: &[String]) -> Result<MountOptions, OptionError> {
                 out.cleared |= f;
             }
             Some(Effect::Propagate(f)) => out.propagation.push(f),
+            Some(Effect::CopyUp) => out.copy_up = true,
             Some(Effect::RecSet(a)) => {
                 out.recursive.attr_set |= a;
                 out.recursive.attr_clr &= !a;
