@@ -2,7 +2,10 @@
 # podman.sh TALLY: Podman (as root, cgroupfs, file events, no network, its storage in a temp
 # dir) runs busybox root filesystems with `--runtime TALLY --rootfs`: run --rm with output and
 # exit code, detached run + exec + exec -t + pause/unpause + update + stop + rm, run -t, and a
-# missing program whose error (tally's, from its JSON log) Podman shows. Nothing is left behind.
+# missing program whose error (tally's, from its JSON log) Podman shows once; then what runc
+# users rely on: --read-only and --tmpfs (tmpcopyup), --memory discarded on a host without the
+# controller, --device with read-only access, --timeout, and 126/127 for programs that cannot
+# run. Nothing is left behind.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -18,6 +21,9 @@ netns = "none"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
 runtime = "tally"
+# Podman then passes --log-format json and shows tally's error once, from the log.
+runtime_supports_json = ["tally", "crun", "runc"]
+runtime_supports_kvm = []
 [engine.runtimes]
 tally = ["$tally"]
 CONF
@@ -80,9 +86,41 @@ expect_status "podman rm" 0 podman rm e2e-c1
 expect_status "podman run -t" 0 podman run --rm -t --rootfs "$work/rootfs" tty
 expect_contains "a terminal container has a pty" "/dev/pts/" "$out"
 
-expect_status "podman run of a missing program fails" 127 \
+expect_status "podman run of a missing program fails with 127" 127 \
   podman run --rm --rootfs "$work/rootfs" /no/such/program
-expect_contains "podman shows tally's error" "/no/such/program" "$out"
+expect_contains "podman shows tally's error" "/no/such/program: no such file or directory" "$out"
+expect_eq "podman shows the error once" 1 "$(printf '%s\n' "$out" | grep -o 'tally:' | wc -l)"
+expect_status "podman run of a program not in PATH fails with 127" 127 \
+  podman run --rm --rootfs "$work/rootfs" no-such-program
+expect_status "podman run of a program that is not executable fails with 126" 126 \
+  podman run --rm --rootfs "$work/rootfs" /etc/passwd
+expect_contains "podman shows the reason" "permission denied" "$out"
+
+expect_status "podman run --read-only (its tmpfs mounts carry tmpcopyup)" 0 \
+  podman run --rm --read-only --rootfs "$work/rootfs" sh -c 'touch /tmp/t && echo tmp-writable; touch /etc/t 2>&1; true'
+expect_contains "/tmp is writable" "tmp-writable" "$out"
+expect_contains "the rest is read-only" "Read-only file system" "$out"
+expect_status "podman run --tmpfs /etc (tmpcopyup)" 0 \
+  podman run --rm --tmpfs /etc --rootfs "$work/rootfs" sh -c 'head -1 /etc/passwd; echo x > /etc/new && echo etc-writable'
+expect_contains "the image's /etc/passwd is in the tmpfs" "root:x:0:0" "$out"
+expect_contains "the tmpfs is writable" "etc-writable" "$out"
+expect_eq "the image is untouched" "no" "$([ -e "$work/rootfs/etc/new" ] && echo yes || echo no)"
+expect_status "podman run --memory on a host without the memory controller (an empty memory section)" 0 \
+  podman run --rm --memory 64m --rootfs "$work/rootfs" echo memory-ok
+expect_contains "the container ran" "memory-ok" "$out"
+if [ -c /dev/fuse ]; then
+  expect_status "podman run --device /dev/fuse:/dev/fuse:r" 0 \
+    podman run --rm --device /dev/fuse:/dev/fuse:r --rootfs "$work/rootfs" sh -c 'echo x > /dev/fuse; echo done'
+  expect_contains "a write-open of a read-only device is refused by the device cgroup" "Operation not permitted" "$out"
+else
+  skip "podman run --device /dev/fuse:r" "no /dev/fuse on this host"
+fi
+start=$(date +%s)
+expect_status "podman run --timeout 2 of sleep 1000 ends with 255" 255 \
+  podman run --rm --timeout 2 --name e2e-timeout --rootfs "$work/rootfs" sleep 1000
+took=$(($(date +%s) - start))
+expect_eq "it ended within 5 s" yes "$([ "$took" -le 5 ] && echo yes || echo "no ($took s)")"
+expect_eq "no container is left of it" "" "$(podman ps -aq --filter name=e2e-timeout)"
 
 expect_eq "podman has no containers left" "" "$(podman ps -aq)"
 expect_eq "no libpod cgroup of the test remains" "" "$(find /sys/fs/cgroup -maxdepth 4 -type d -name "*$cid*" 2>/dev/null)"
