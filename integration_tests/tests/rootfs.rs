@@ -518,3 +518,47 @@ fn tmpcopyup_fills_a_new_tmpfs_with_the_images_content() {
     t.create(id, &b).fails_with(&["/data", "tmpcopyup applies to tmpfs mounts only"]);
     t.assert_clean(id, &b);
 }
+
+fn mounted_at(path: &Path) -> bool {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(path.to_str().unwrap()))
+}
+
+/// `podman run -v SRC:/data:rshared` sends `rootfsPropagation: shared` and an `rshared` bind:
+/// a mount made under /data in the container appears on the host, as under runc. Without
+/// them (the default, rslave) it does not.
+#[test]
+fn an_rshared_volume_propagates_mounts_back_to_a_shared_source() {
+    let t = Tally::new();
+    let src = std::env::temp_dir().join(unique("tally-shared-src"));
+    fs::create_dir_all(&src).unwrap();
+    let run =
+        |cmd: &str| assert!(std::process::Command::new("sh").arg("-c").arg(cmd).status().unwrap().success(), "{cmd}");
+    run(&format!("mount -t tmpfs tally-shared {0} && mount --make-shared {0}", src.display()));
+    for (id, shared) in [("rfs-rshared", true), ("rfs-rslave", false)] {
+        let mut b = Bundle::busybox(id);
+        b.edit(|c| {
+            for set in ["bounding", "effective", "permitted"] {
+                c["process"]["capabilities"][set].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+            }
+            let options = if shared { json!(["rshared", "rw", "rbind"]) } else { json!(["rw", "rbind"]) };
+            c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind",
+                "source": src, "options": options}));
+            if shared {
+                c["linux"]["rootfsPropagation"] = json!("shared");
+            }
+        });
+        b.sh("mkdir -p /data/sub && mount -t tmpfs from-container /data/sub && echo mounted");
+        assert_eq!(t.run_container(id, &b).ok().stdout, "mounted\n");
+        let sub = src.join("sub");
+        assert_eq!(mounted_at(&sub), shared, "{id}: the container's mount under /data on the host");
+        if shared {
+            run(&format!("umount {}", sub.display()));
+        }
+        t.assert_clean(id, &b);
+        // Nothing else of the container (its proc, dev, rootfs) reached the host.
+        let info = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(!info.contains(b.rootfs().to_str().unwrap()), "{info}");
+    }
+    run(&format!("umount {0} && rmdir {0}", src.display()));
+}

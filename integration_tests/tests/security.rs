@@ -47,6 +47,29 @@ fn a_non_root_process_gets_exactly_the_configured_ambient_effective_and_bounding
     t.assert_clean("sec-caps-user", &b);
 }
 
+/// `runc spec` lists ambient capabilities with no inheritable set; the kernel refuses to raise
+/// those, and runc goes on without them. So does tally, with a warning naming each.
+#[test]
+fn an_ambient_capability_that_is_not_inheritable_is_skipped_with_a_warning() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("sec-caps-amb");
+    b.sh("cat /proc/self/status");
+    b.edit(|c| {
+        c["process"]["capabilities"] = json!({
+            "bounding": ["CAP_KILL", "CAP_CHOWN"],
+            "effective": ["CAP_KILL", "CAP_CHOWN"],
+            "permitted": ["CAP_KILL", "CAP_CHOWN"],
+            "inheritable": ["CAP_CHOWN"],
+            "ambient": ["CAP_KILL", "CAP_CHOWN"]
+        });
+    });
+    let r = t.run_container("sec-caps-amb", &b).ok();
+    assert_eq!(status_field(&r.stdout, "CapAmb"), mask(&[CHOWN]));
+    assert!(r.stderr.contains("ambient CAP_KILL is not both permitted and inheritable"), "{}", r.stderr);
+    assert!(!r.stderr.contains("ambient CAP_CHOWN"), "{}", r.stderr);
+    t.assert_clean("sec-caps-amb", &b);
+}
+
 #[test]
 fn root_is_bounded_by_the_configured_bounding_set() {
     let t = Tally::new();

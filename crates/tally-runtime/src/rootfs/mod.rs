@@ -12,7 +12,7 @@ pub mod resolve;
 
 use std::collections::HashMap;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;
@@ -61,6 +61,40 @@ fn propagation(name: &str) -> Option<MsFlags> {
     })
 }
 
+/// The mount point of the mount `path` is on, from /proc/self/mountinfo (the longest mount
+/// point that contains it); `/` when none is found.
+fn mount_point_of(path: &Path) -> PathBuf {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(unescape_mountinfo(m)))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .unwrap_or_else(|| PathBuf::from("/"))
+}
+
+/// mountinfo writes space, tab, newline and backslash in a mount point as octal escapes.
+fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b.get(i + 1..i + 4).filter(|d| d.iter().all(|c| (b'0'..=b'7').contains(c)));
+        match (b[i], octal) {
+            (b'\\', Some(d)) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Checks `linux.rootfsPropagation` before any process exists.
 pub fn check_propagation(spec: &Spec) -> Result<(), RootfsError> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()) {
@@ -76,14 +110,21 @@ fn io_err<'a>(path: &'a Path, op: &'static str) -> impl FnOnce(nix::errno::Errno
 /// Builds the container's filesystem tree under `rootfs` (in the container's mount namespace)
 /// and returns a handle on it, ready for `enter`.
 pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
-    // Nothing done below may propagate back to the host: every mount becomes a slave (or
-    // private, when asked) before the first one is made.
+    // `/` gets linux.rootfsPropagation as runc applies it (default rslave: nothing the host
+    // mounts later is lost, nothing made here goes back). With `shared` (what Podman sends for
+    // an `rshared` volume) the host's shared mounts stay peers of the host's, so a volume
+    // bound from one propagates both ways.
     let base = match s.spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_deref()) {
-        Some(p) if p.contains("private") => MsFlags::MS_PRIVATE,
-        _ => MsFlags::MS_SLAVE,
+        Some(p) => propagation(p).ok_or_else(|| RootfsError::BadPropagation(p.to_string()))?,
+        None => MsFlags::MS_SLAVE | MsFlags::MS_REC,
     };
-    mount(None::<&str>, "/", None::<&str>, base | MsFlags::MS_REC, None::<&str>)
-        .map_err(io_err(Path::new("/"), "make mounts slave"))?;
+    mount(None::<&str>, "/", None::<&str>, base, None::<&str>).map_err(io_err(Path::new("/"), "set propagation"))?;
+    // The mount the rootfs sits on is made private: the rootfs bound from it is then private
+    // too, so the mounts made inside it (proc, dev, the config's) never reach the host even
+    // when `/` is shared, and pivot_root accepts it (it refuses a shared parent).
+    let parent = mount_point_of(s.rootfs);
+    mount(None::<&str>, &parent, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(io_err(&parent, "make the rootfs's parent mount private"))?;
     // pivot_root needs the new root to be a mount point.
     mount(Some(s.rootfs), s.rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .map_err(io_err(s.rootfs, "bind onto itself"))?;

@@ -66,6 +66,15 @@ pub fn unavailable(caps_cfg: Option<&LinuxCapabilities>) -> Vec<String> {
             }
         }
     }
+    let in_set = |set: &Option<Capabilities>, c: &Capability| set.iter().flatten().any(|x| x == c);
+    for c in cfg.ambient().iter().flatten() {
+        if !(in_set(cfg.permitted(), c) && in_set(cfg.inheritable(), c)) {
+            out.push(format!(
+                "ambient {} is not both permitted and inheritable, so the kernel refuses it; skipped",
+                name(c)
+            ));
+        }
+    }
     out
 }
 
@@ -124,6 +133,11 @@ impl Plan {
         caps::set(None, CapSet::Effective, &self.effective).map_err(|e| err("set effective", e))?;
         caps::clear(None, CapSet::Ambient).map_err(|e| err("clear ambient", e))?;
         for c in &self.ambient {
+            // The kernel refuses an ambient capability that is not both permitted and
+            // inheritable; runc skips it (`runc spec` lists ambient ones without inheritable).
+            if !(self.permitted.contains(c) && self.inheritable.contains(c)) {
+                continue;
+            }
             caps::raise(None, CapSet::Ambient, *c)
                 .map_err(|e| err(&format!("raise {c} in the ambient set (it must be permitted and inheritable)"), e))?;
         }
