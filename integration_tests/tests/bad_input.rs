@@ -76,10 +76,10 @@ fn a_missing_executable_is_an_error_at_create_naming_it() {
     b.edit(|c| c["process"]["args"] = json!(["no-such-program", "arg"]));
     create_fails("bad-noexec", &b, &["process.args[0]", "\"no-such-program\"", "not found"]);
     b.edit(|c| c["process"]["args"] = json!(["/bin/no-such-program"]));
-    create_fails("bad-noexec", &b, &["process.args[0]", "/bin/no-such-program", "No such file or directory"]);
+    create_fails("bad-noexec", &b, &["process.args[0]", "/bin/no-such-program", "no such file or directory"]);
     fs::write(b.rootfs().join("not-executable"), "#!/bin/sh\n").unwrap();
     b.edit(|c| c["process"]["args"] = json!(["/not-executable"]));
-    create_fails("bad-noexec", &b, &["process.args[0]", "/not-executable", "not executable"]);
+    create_fails("bad-noexec", &b, &["process.args[0]", "/not-executable", "permission denied"]);
 }
 
 #[test]

@@ -227,3 +227,36 @@ fn a_cgroup_namespace_shows_the_container_its_cgroup_as_the_root() {
     t.assert_clean("ns-cgroup", &b);
     t.assert_clean("ns-nocgroup", &b2);
 }
+
+fn mount_count() -> usize {
+    fs::read_to_string("/proc/self/mountinfo").unwrap().lines().count()
+}
+
+/// runtime-tools' `linux_ns_itype`: without a `mount` entry the container shares the caller's
+/// mount namespace. tally then mounts nothing (a mount would land in the caller's namespace
+/// and outlive the container), says what it does not apply, and chroots into root.path; an
+/// exec lands in the same root.
+#[test]
+fn without_a_mount_namespace_the_container_shares_the_callers_and_is_chrooted_into_its_root() {
+    let t = Tally::new();
+    let id = "ns-nomnt";
+    let mut b = Bundle::busybox(id);
+    fs::write(b.rootfs().join("marker"), "in the rootfs\n").unwrap();
+    b.edit(|c| {
+        let ns = c["linux"]["namespaces"].as_array_mut().unwrap();
+        ns.retain(|n| n["type"] != "mount");
+        c["process"]["args"] = json!(["sleep", "300"]);
+    });
+    let before = mount_count();
+    let r = t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    assert!(r.stderr.contains("no mount namespace") && r.stderr.contains("mounts, linux.devices"), "{}", r.stderr);
+    let pid = t.state(id)["pid"].as_i64().unwrap();
+    assert_eq!(fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap().to_string_lossy(), host_ns("mnt"));
+    assert_eq!(fs::read_link(format!("/proc/{pid}/root")).unwrap(), fs::canonicalize(b.rootfs()).unwrap());
+    assert_eq!(mount_count(), before, "nothing was mounted in the caller's namespace");
+    let r = t.run(&["exec", id, "cat", "/marker"]).ok();
+    assert_eq!(r.stdout, "in the rootfs\n");
+    t.run(&["delete", "--force", id]).ok();
+    assert_eq!(mount_count(), before);
+    t.assert_clean(id, &b);
+}

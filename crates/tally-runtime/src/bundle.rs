@@ -123,9 +123,6 @@ pub fn validate(spec: &Spec) -> Check {
             }
         }
     }
-    if !seen.contains(&LinuxNamespaceType::Mount) {
-        return Err(("linux.namespaces", "a mount namespace is required for the root filesystem".into()));
-    }
     let has_mappings = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
         || linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
     let new_userns =

@@ -160,4 +160,12 @@ fn warn_about_ignored(spec: &oci_spec::runtime::Spec) {
         let why = if selinux { "not implemented yet in tally" } else { "SELinux is not enabled on this host" };
         tracing::warn!("process.selinuxLabel/linux.mountLabel: {why}; ignored");
     }
+    let skipped = crate::rootfs::skipped_without_mount_namespace(spec);
+    if !skipped.is_empty() {
+        tracing::warn!(
+            "linux.namespaces has no mount namespace: the container shares the caller's mounts and is only \
+             chrooted into root.path; not applied: {}",
+            skipped.join(", ")
+        );
+    }
 }

@@ -95,6 +95,41 @@ fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Whether the container has a mount namespace of its own (new or joined). Without one
+/// nothing is mounted: a mount would land in the caller's namespace and outlive the
+/// container (runc makes them there and leaves them behind).
+pub fn has_mount_namespace(spec: &Spec) -> bool {
+    let ns = spec.linux().as_ref().and_then(|l| l.namespaces().as_ref());
+    ns.into_iter().flatten().any(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Mount)
+}
+
+/// The parts of a config that need a mount namespace and are set: what a container without
+/// one does not get.
+pub fn skipped_without_mount_namespace(spec: &Spec) -> Vec<&'static str> {
+    if has_mount_namespace(spec) {
+        return Vec::new();
+    }
+    let linux = spec.linux().as_ref();
+    let set = |v: Option<bool>| v.unwrap_or(false);
+    [
+        ("mounts", spec.mounts().as_ref().is_some_and(|m| !m.is_empty())),
+        ("linux.devices (and the default /dev nodes)", true),
+        ("linux.maskedPaths", set(linux.map(|l| l.masked_paths().as_ref().is_some_and(|m| !m.is_empty())))),
+        ("linux.readonlyPaths", set(linux.map(|l| l.readonly_paths().as_ref().is_some_and(|m| !m.is_empty())))),
+        ("linux.rootfsPropagation", set(linux.map(|l| l.rootfs_propagation().is_some()))),
+        ("root.readonly", spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false)),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect()
+}
+
+/// Without a mount namespace: `/` becomes the rootfs by chroot alone, as runc's process ends up.
+pub fn chroot_into(rootfs: &Path) -> Result<(), RootfsError> {
+    nix::unistd::chroot(rootfs).map_err(io_err(rootfs, "chroot"))?;
+    nix::unistd::chdir("/").map_err(io_err(rootfs, "chdir"))
+}
+
 /// Checks `linux.rootfsPropagation` before any process exists.
 pub fn check_propagation(spec: &Spec) -> Result<(), RootfsError> {
     if let Some(p) = spec.linux().as_ref().and_then(|l| l.rootfs_propagation().as_ref()) {

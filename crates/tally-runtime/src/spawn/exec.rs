@@ -165,6 +165,13 @@ fn join(
     let mut keep = vec![channel.raw_fd(), pidfd.as_raw_fd()];
     keep.extend(console_socket.map(|s| s.as_raw_fd()));
     sys::close_fds_except(req.preserved.end(), &keep).map_err(|e| format!("close inherited fds: {e}"))?;
+    if flags & libc::CLONE_NEWNS == 0 {
+        // The container shares this mount namespace (it has none of its own): its `/` is the
+        // init's chroot, reached through /proc before any other namespace is joined.
+        let init_root = format!("/proc/{}/root", req.init_pid);
+        nix::unistd::chroot(init_root.as_str()).map_err(|e| format!("chroot {init_root}: {e}"))?;
+        nix::unistd::chdir("/").map_err(|e| format!("chdir / in {init_root}: {e}"))?;
+    }
     namespaces::join_process(pidfd, flags).map_err(|e| e.to_string())?;
     match channel.recv() {
         Ok(Message::Proceed) => {}

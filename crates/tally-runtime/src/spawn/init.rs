@@ -120,12 +120,19 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         new_cgroupns: plan.creates(LinuxNamespaceType::Cgroup),
         own_cgroups: &own_cgroups,
     };
-    let root = rootfs::prepare(&setup).map_err(|e| s(&e))?;
+    let own_mounts = rootfs::has_mount_namespace(spec);
+    let root = match own_mounts {
+        true => rootfs::prepare(&setup).map_err(|e| s(&e))?,
+        // Sysctls and the console's pty then go through the caller's /proc and /dev.
+        false => rootfs::Root::open(std::path::Path::new("/")).map_err(|e| format!("open /: {e}"))?,
+    };
     // Before readonlyPaths makes /proc/sys read-only.
     if let Some(sysctl) = linux.sysctl() {
         security::sysctl::apply(&root, sysctl).map_err(|e| s(&e))?;
     }
-    rootfs::protect(&setup, &root).map_err(|e| s(&e))?;
+    if own_mounts {
+        rootfs::protect(&setup, &root).map_err(|e| s(&e))?;
+    }
 
     // The hooks that need the container's namespaces but the runtime's filesystem view.
     let hooks = spec.hooks().as_ref();
@@ -154,9 +161,14 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         Some(sock) => Some(console::allocate(&root, sock, user.uid(), user.gid()).map_err(|e| s(&e))?),
         None => None,
     };
-    rootfs::enter(&root, &ctx.bundle.rootfs, ctx.no_pivot).map_err(|e| s(&e))?;
-    drop(root);
-    rootfs::finalize(spec).map_err(|e| s(&e))?;
+    if own_mounts {
+        rootfs::enter(&root, &ctx.bundle.rootfs, ctx.no_pivot).map_err(|e| s(&e))?;
+        drop(root);
+        rootfs::finalize(spec).map_err(|e| s(&e))?;
+    } else {
+        drop(root);
+        rootfs::chroot_into(&ctx.bundle.rootfs).map_err(|e| s(&e))?;
+    }
     match &slave {
         Some(slave) => console::attach(slave).map_err(|e| s(&e))?,
         None => console::new_session().map_err(|e| s(&e))?,
