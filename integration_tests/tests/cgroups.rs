@@ -194,3 +194,43 @@ fn an_empty_memory_section_needs_no_memory_controller() {
     assert_eq!(t.run_container(&id, &b).ok().stdout, "ran\n");
     t.assert_clean(&id, &b);
 }
+
+/// Hybrid hosts: like runc, the container also gets a cgroup in `name=systemd` (systemd in a
+/// container needs it, and sees it mounted at /sys/fs/cgroup/systemd) and in the unified
+/// cgroup2 hierarchy; delete removes both.
+#[test]
+fn on_a_hybrid_host_the_container_joins_name_systemd_and_the_unified_hierarchy() {
+    let systemd = Path::new("/sys/fs/cgroup/systemd");
+    let unified = Path::new("/sys/fs/cgroup/unified");
+    if cgroup_host() != CgroupHost::V1 || !systemd.join("cgroup.procs").exists() {
+        return integration_tests::skip("hybrid name=systemd", "not a hybrid host with a name=systemd hierarchy");
+    }
+    let t = Tally::new();
+    let id = unique("cg-hybrid");
+    let mut b = Bundle::busybox(&id);
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]).ok();
+    let pid = t.state(&id)["pid"].as_i64().unwrap();
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let path = format!("/tally/{id}");
+    assert!(own.lines().any(|l| l.ends_with(&format!(":name=systemd:{path}"))), "{own}");
+    let mut hierarchies = vec![systemd];
+    if unified.join("cgroup.procs").exists() {
+        assert!(own.lines().any(|l| l == format!("0::{path}")), "{own}");
+        hierarchies.push(unified);
+    }
+    for h in &hierarchies {
+        let dir = h.join(path.trim_start_matches('/'));
+        assert_eq!(procs(&dir), [pid], "{}", dir.display());
+    }
+    let r = t
+        .run(&["exec", &id, "sh", "-c", "cat /sys/fs/cgroup/systemd/cgroup.procs; grep -c systemd /proc/self/cgroup"])
+        .ok();
+    let lines: Vec<&str> = r.stdout.lines().collect();
+    assert!(lines.contains(&"1"), "the init is in the container's name=systemd cgroup: {}", r.stdout);
+    t.run(&["delete", "--force", &id]).ok();
+    for h in &hierarchies {
+        assert!(!h.join(path.trim_start_matches('/')).exists(), "{} left behind", h.display());
+    }
+    t.assert_clean(&id, &b);
+}

@@ -248,8 +248,13 @@ fn masked_paths_read_as_empty() {
         masked.push(json!("/does/not/exist"));
     });
     // /proc/kcore, masked by the default config, only exists on some kernels.
-    b.sh("ls -A /secret-dir | wc -l; wc -c < /etc/secret-file; touch /secret-dir/x; echo rc=$?; test -e /proc/kcore && wc -c < /proc/kcore");
+    b.sh("grep ' /secret-dir ' /proc/self/mounts >&2; ls -A /secret-dir | wc -l; wc -c < /etc/secret-file; touch /secret-dir/x; echo rc=$?; test -e /proc/kcore && wc -c < /proc/kcore");
     let r = t.run_container("rfs-masked", &b);
+    // A directory gets runc's mask: a read-only tmpfs with no options of its own.
+    let mask = r.stderr.lines().find(|l| l.contains(" /secret-dir ")).unwrap_or_else(|| panic!("{}", r.stderr));
+    let opts: Vec<&str> = mask.split(' ').nth(3).unwrap().split(',').collect();
+    assert!(mask.starts_with("tmpfs /secret-dir tmpfs ") && opts.contains(&"ro"), "{mask}");
+    assert!(!opts.iter().any(|o| o.starts_with("size=") || o.starts_with("mode=")), "{mask}");
     let mut lines: Vec<&str> = r.stdout.lines().map(str::trim).collect();
     if Path::new("/proc/kcore").exists() {
         assert_eq!(lines.pop(), Some("0"), "/proc/kcore reads empty");

@@ -2,6 +2,7 @@
 //! removing it (with the empty parent tally made, so `delete` leaves nothing).
 
 use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
@@ -150,7 +151,22 @@ impl Cgroup {
         self.manager
             .add_task(Pid::from_raw(pid))
             .or_else(|_| self.manager.add_task(Pid::from_raw(pid)))
-            .map_err(|e| self.err(e))
+            .map_err(|e| self.err(e))?;
+        if !self.systemd {
+            for dir in self.unmanaged_dirs() {
+                fs::create_dir_all(&dir)
+                    .and_then(|()| fs::write(dir.join("cgroup.procs"), pid.to_string()))
+                    .map_err(|e| self.err(format!("{}: {e}", dir.display())))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The container's directories in the hierarchies libcgroups leaves alone (see
+    /// `unmanaged_hierarchies`).
+    fn unmanaged_dirs(&self) -> Vec<PathBuf> {
+        let relative = self.path.strip_prefix("/").unwrap_or(&self.path);
+        unmanaged_hierarchies().into_iter().map(|m| m.join(relative)).collect()
     }
 
     /// Applies `linux.resources`. The device rules are the config's, with the access it gives:
@@ -226,6 +242,11 @@ impl Cgroup {
         // libcgroups' v1 manager removes only the container's own directory.
         self.remove_children();
         self.manager.remove().map_err(|e| self.err(e))?;
+        if !self.systemd {
+            for dir in self.unmanaged_dirs() {
+                remove_when_empty(&dir).map_err(|e| self.err(format!("{}: {e}", dir.display())))?;
+            }
+        }
         if self.default_path {
             prune_default_parent();
         }
@@ -401,6 +422,43 @@ fn prune_default_parent() {
     for mount in cgroup_mounts() {
         let _ = fs::remove_dir(mount.join(DEFAULT_PARENT));
     }
+}
+
+/// On a v1 or hybrid host, the hierarchies runc's cgroupfs driver joins and libcgroups' v1
+/// manager does not: named ones (`name=systemd`, which systemd in a container needs), `rdma`,
+/// `misc`, and the controller-less cgroup2 `unified` mount. None on a pure v2 host.
+fn unmanaged_hierarchies() -> Vec<PathBuf> {
+    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        return Vec::new();
+    }
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    info.lines()
+        .filter_map(|line| {
+            let (left, right) = line.split_once(" - ")?;
+            let mut f = right.split_whitespace();
+            let fstype = f.next()?;
+            let options = f.nth(1).unwrap_or_default();
+            let mountpoint = PathBuf::from(left.split_whitespace().nth(4)?);
+            let unmanaged = fstype == "cgroup2"
+                || (fstype == "cgroup"
+                    && options.split(',').any(|o| o.starts_with("name=") || o == "rdma" || o == "misc"));
+            (unmanaged && mountpoint.starts_with("/sys/fs/cgroup")).then_some(mountpoint)
+        })
+        .collect()
+}
+
+/// rmdir of a cgroup whose last processes have just been killed: the kernel may still count
+/// them for a moment (EBUSY). A directory already gone is fine.
+fn remove_when_empty(dir: &Path) -> io::Result<()> {
+    for _ in 0..100 {
+        match fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => std::thread::sleep(std::time::Duration::from_millis(10)),
+            Err(e) => return Err(e),
+        }
+    }
+    fs::remove_dir(dir)
 }
 
 /// Mount points of every cgroup (v1) and cgroup2 filesystem this process sees.

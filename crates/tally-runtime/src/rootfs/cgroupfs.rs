@@ -48,9 +48,9 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
     for h in &hierarchies {
         let Some(name) = h.mountpoint.file_name() else { continue };
         let key = h.options_key.clone();
-        // Named hierarchies (name=systemd) and, on hybrid hosts, the controller-less unified
-        // one are not managed by tally: the container has no cgroup of its own there.
-        if h.fstype == "cgroup2" || key.starts_with("name=") {
+        // The controller-less unified hierarchy of a hybrid host is not shown, as runc does
+        // not show it (the container is in a cgroup of its own there too).
+        if h.fstype == "cgroup2" {
             continue;
         }
         let Some(path) = own.get(&key) else { continue };
@@ -92,8 +92,8 @@ struct Hierarchy {
 /// cgroup filesystems under /sys/fs/cgroup as this process's mount table shows them.
 fn host_hierarchies() -> Vec<Hierarchy> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    // The v1 controllers libcgroups places a container in (not rdma or misc): in any other
-    // hierarchy the container has no cgroup of its own to show.
+    // The v1 controllers a container is placed in (libcgroups' and, by tally itself, rdma and
+    // misc), plus named hierarchies.
     let known = [
         "cpu",
         "cpuacct",
@@ -107,6 +107,8 @@ fn host_hierarchies() -> Vec<Hierarchy> {
         "net_prio",
         "hugetlb",
         "pids",
+        "rdma",
+        "misc",
     ];
     info.lines()
         .filter_map(|line| {

@@ -15,7 +15,8 @@ pub enum PathsError {
     Io { field: &'static str, path: PathBuf, source: io::Error },
 }
 
-/// A directory is hidden under an empty read-only tmpfs; anything else under /dev/null.
+/// A directory is hidden under an empty read-only tmpfs with no options (what runc mounts:
+/// the container sees `ro` and the kernel's defaults); anything else under /dev/null.
 /// Paths that do not exist in this rootfs are skipped, as the spec intends them as a
 /// deny-list over whatever the image has.
 pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
@@ -29,7 +30,7 @@ pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
         .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         .map_err(|e| err(e.into()))?;
     let res = if is_dir {
-        mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, Some("size=0,mode=755"))
+        mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
     } else {
         mount(Some("/dev/null"), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
     };
