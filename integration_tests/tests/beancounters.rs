@@ -126,7 +126,7 @@ fn a_physpages_limit_counts_hits_and_oom_kills_and_peaks_at_the_limit() {
     assert!(phys["failcnt"].as_u64().unwrap() > 0, "{phys}");
     let peak = phys["maxheld"].as_u64().unwrap();
     assert!((8192 * 9 / 10..=8192).contains(&peak), "maxheld {peak} should be at the limit");
-    let events = fs::read_to_string(format!("/sys/fs/cgroup/tally/{id}/memory.events")).unwrap();
+    let events = fs::read_to_string(format!("/sys/fs/cgroup/{id}/memory.events")).unwrap();
     let kills: u64 = events.lines().find_map(|l| l.strip_prefix("oom_kill ")).unwrap().trim().parse().unwrap();
     assert_eq!(oom["failcnt"].as_u64(), Some(kills));
     t.run(&["delete", "--force", id]).ok();
@@ -200,8 +200,8 @@ fn the_table_is_the_openvz_format_with_the_cgroup_inode_as_uid() {
     );
     assert_eq!(lines.len(), 2 + 24, "24 rows, dummies included:\n{}", r.stdout);
     let dir = match cgroup_host() {
-        CgroupHost::V2 => format!("/sys/fs/cgroup/tally/{id}"),
-        CgroupHost::V1 => format!("/sys/fs/cgroup/pids/tally/{id}"),
+        CgroupHost::V2 => format!("/sys/fs/cgroup/{id}"),
+        CgroupHost::V1 => format!("/sys/fs/cgroup/pids/{id}"),
     };
     let ino = fs::metadata(dir).unwrap().ino();
     assert!(lines[2].starts_with(&format!("{:>10}: kmemsize ", ino)), "{}", lines[2]);

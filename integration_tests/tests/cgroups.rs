@@ -1,15 +1,13 @@
-//! Cgroup placement: the init joins `linux.cgroupsPath` (default `/tally/<id>`) from `create`
-//! on, the container sees that cgroup as its own, and `delete` removes it (and the default
-//! parent once no container uses it).
+//! Cgroup placement: the init joins `linux.cgroupsPath` (default `/<id>`, as runc's) from
+//! `create` on, the container sees that cgroup as its own, and `delete` removes it.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use integration_tests::{cgroup_dirs_named, cgroup_host, unique, Bundle, CgroupHost, Tally};
 use serde_json::json;
 
-/// The directory of cgroup `path` (e.g. `/tally/<id>`) in the hierarchy the tests check: the
+/// The directory of cgroup `path` (e.g. `/<id>`) in the hierarchy the tests check: the
 /// pids controller on v1 (always mounted in the sandbox), the unified tree on v2.
 fn cgroup_dir(path: &str) -> PathBuf {
     let base = match cgroup_host() {
@@ -34,7 +32,7 @@ fn the_init_is_in_the_default_cgroup_from_create_until_delete() {
     b.sh("exec sleep 1000");
     t.create("cg-default", &b).ok();
     let pid = t.state("cg-default")["pid"].as_i64().unwrap();
-    let dir = cgroup_dir("/tally/cg-default");
+    let dir = cgroup_dir("/cg-default");
     assert_eq!(procs(&dir), [pid], "a created container's init is already placed");
     t.run(&["start", "cg-default"]).ok();
     assert_eq!(procs(&dir), [pid]);
@@ -63,7 +61,9 @@ fn the_container_sees_its_own_cgroup_at_sys_fs_cgroup() {
         CgroupHost::V2 => "/sys/fs/cgroup/cgroup.procs",
     };
     // The shell reads the file itself (no child process): only the init is in the cgroup.
-    b.sh(&format!("while read p; do echo $p; done < {file}; ls /sys/fs/cgroup/pids 2>/dev/null | grep -c '^tally$'"));
+    b.sh(&format!(
+        "while read p; do echo $p; done < {file}; ls /sys/fs/cgroup/pids 2>/dev/null | grep -c '^cg-inside$'"
+    ));
     let r = t.run_container("cg-inside", &b);
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "1", "stdout: {}\nstderr: {}", r.stdout, r.stderr);
@@ -83,7 +83,7 @@ fn a_custom_cgroups_path_is_used_and_its_leaf_removed_on_delete() {
     let pid = t.state("cg-custom")["pid"].as_i64().unwrap();
     let dir = cgroup_dir(&path);
     assert_eq!(procs(&dir), [pid]);
-    assert!(!cgroup_dir("/tally/cg-custom").exists(), "the default path is not used");
+    assert!(!cgroup_dir("/cg-custom").exists(), "the default path is not used");
     t.run(&["start", "cg-custom"]).ok();
     t.run(&["delete", "--force", "cg-custom"]).ok();
     assert!(!dir.exists(), "the leaf is removed");
@@ -102,7 +102,7 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
     t.create("cg-force", &b).ok();
     t.run(&["start", "cg-force"]).ok();
     integration_tests::wait_for_file(&b.rootfs().join("tmp/ready"));
-    let dir = cgroup_dir("/tally/cg-force");
+    let dir = cgroup_dir("/cg-force");
     let pids = procs(&dir);
     // `touch` may not have exited yet when its file appears.
     assert!(pids.len() >= 3, "sh and two sleeps: {pids:?}");
@@ -113,31 +113,6 @@ fn delete_force_kills_every_process_in_the_cgroup_and_removes_it() {
         assert!(stat.is_empty() || stat.contains(") Z "), "process {p} survived: {stat}");
     }
     t.assert_clean("cg-force", &b);
-}
-
-#[test]
-fn the_default_parent_is_pruned_when_no_container_uses_it() {
-    let t = Tally::new();
-    let mut b = Bundle::busybox("cg-prune");
-    b.sh("true");
-    t.create("cg-prune", &b).ok();
-    let parent = cgroup_dir("/tally");
-    assert!(parent.is_dir());
-    t.run(&["delete", "cg-prune"]).ok();
-    // Other tests (and other test runs on this host) create containers under /tally at the same
-    // time; what must hold is that /tally never stays behind empty.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let children = fs::read_dir(&parent)
-            .map(|rd| rd.flatten().filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false)).count())
-            .ok();
-        match children {
-            None | Some(1..) => break,
-            Some(0) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
-            Some(0) => panic!("{} remains, empty", parent.display()),
-        }
-    }
-    t.assert_clean("cg-prune", &b);
 }
 
 /// `podman run --device /dev/fuse:/dev/fuse:r`: the node comes from `linux.devices` and the
@@ -162,8 +137,7 @@ fn device_rules_grant_exactly_the_configured_access() {
     });
     t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]).ok();
     if cgroup_host() == CgroupHost::V1 {
-        let list =
-            fs::read_to_string(Path::new("/sys/fs/cgroup/devices/tally").join(&id).join("devices.list")).unwrap();
+        let list = fs::read_to_string(Path::new("/sys/fs/cgroup/devices").join(&id).join("devices.list")).unwrap();
         let rules: Vec<&str> = list.lines().collect();
         assert!(rules.contains(&"c 10:229 r"), "{list}");
         assert!(!rules.iter().any(|r| r.starts_with("c 10:229 ") && *r != "c 10:229 r"), "{list}");
@@ -212,7 +186,7 @@ fn on_a_hybrid_host_the_container_joins_name_systemd_and_the_unified_hierarchy()
     t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]).ok();
     let pid = t.state(&id)["pid"].as_i64().unwrap();
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let path = format!("/tally/{id}");
+    let path = format!("/{id}");
     assert!(own.lines().any(|l| l.ends_with(&format!(":name=systemd:{path}"))), "{own}");
     let mut hierarchies = vec![systemd];
     if unified.join("cgroup.procs").exists() {

@@ -15,7 +15,7 @@ use integration_tests::{
 };
 use serde_json::{json, Value};
 
-/// The directory of the container's default cgroup (`/tally/<id>`) in `controller`'s
+/// The directory of the container's default cgroup (`/<id>`) in `controller`'s
 /// hierarchy on v1 (`cpu` may be co-mounted as `cpu,cpuacct`), or in the unified tree on v2.
 fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
     let base = match cgroup_host() {
@@ -26,7 +26,7 @@ fn cgroup_dir(controller: &str, id: &str) -> PathBuf {
             .find(|p| p.is_dir())
             .unwrap_or_else(|| panic!("no v1 {controller} hierarchy under /sys/fs/cgroup")),
     };
-    base.join("tally").join(id)
+    base.join(id)
 }
 
 /// A cgroup file of the container, trimmed.

@@ -165,7 +165,7 @@ fn exec_refuses_stopped_and_paused_containers() {
         integration_tests::CgroupHost::V1 => cgroups.lines().find(|l| l.contains(":freezer:")).map(String::from),
         integration_tests::CgroupHost::V2 => cgroups.lines().next().map(String::from),
     };
-    assert!(frozen_line.is_some_and(|l| l.ends_with(&format!("/tally/{id}"))), "{cgroups}");
+    assert!(frozen_line.is_some_and(|l| l.ends_with(&format!(":/{id}"))), "{cgroups}");
     std::thread::sleep(std::time::Duration::from_millis(300));
     let marker = b.rootfs().join("tmp/after-resume");
     assert!(!marker.exists(), "the program must not run while the container is paused");
@@ -330,8 +330,8 @@ fn exec_cgroup_puts_the_process_in_a_sub_cgroup_and_keeps_it_in_the_containers_o
     let id = "exec-subcg";
     let b = running(&t, id, |_| {});
     let (sub_dir, flag, want) = match integration_tests::cgroup_host() {
-        integration_tests::CgroupHost::V1 => (format!("/sys/fs/cgroup/pids/tally/{id}/sub"), "pids:sub", "pids:/sub"),
-        integration_tests::CgroupHost::V2 => (format!("/sys/fs/cgroup/tally/{id}/sub"), "sub", "0::/sub"),
+        integration_tests::CgroupHost::V1 => (format!("/sys/fs/cgroup/pids/{id}/sub"), "pids:sub", "pids:/sub"),
+        integration_tests::CgroupHost::V2 => (format!("/sys/fs/cgroup/{id}/sub"), "sub", "0::/sub"),
     };
     fs::create_dir(&sub_dir).unwrap();
     let r = t.run(&["exec", "--cgroup", flag, id, "cat", "/proc/self/cgroup"]).ok();

@@ -238,7 +238,6 @@ mod tests {
                 "mounts.destination",
                 Box::new(|v| v["mounts"] = serde_json::json!([{"destination": "proc", "type": "proc"}])),
             ),
-            ("linux.namespaces", Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "pid"}]))),
             (
                 "linux.namespaces",
                 Box::new(|v| v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "mount"}])),

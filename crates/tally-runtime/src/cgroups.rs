@@ -39,13 +39,9 @@ pub enum CgroupError {
     Unified { key: String, message: String },
 }
 
-/// The prefix of the default cgroup path, `/tally/<id>`.
-pub const DEFAULT_PARENT: &str = "tally";
-
 pub struct Cgroup {
     path: PathBuf,
     systemd: bool,
-    default_path: bool,
     manager: AnyCgroupManager,
 }
 
@@ -103,24 +99,25 @@ pub fn hierarchy_path(path: &Path, systemd: bool) -> PathBuf {
     }
 }
 
-/// Chooses the container's cgroup path: `linux.cgroupsPath` or `/tally/<id>`.
-pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<(PathBuf, bool), CgroupError> {
+/// Chooses the container's cgroup path: `linux.cgroupsPath` or, as runc's cgroupfs driver
+/// chooses it, `/<id>`.
+pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, CgroupError> {
     match spec_path {
-        None => Ok((Path::new("/").join(DEFAULT_PARENT).join(id), true)),
-        Some(p) if p.as_os_str().is_empty() => Ok((Path::new("/").join(DEFAULT_PARENT).join(id), true)),
+        None => Ok(Path::new("/").join(id)),
+        Some(p) if p.as_os_str().is_empty() => Ok(Path::new("/").join(id)),
         Some(p) => {
             let bad = p.components().any(|c| matches!(c, std::path::Component::ParentDir));
             if bad {
                 return Err(CgroupError::BadPath(p.into()));
             }
             // runc treats a relative cgroupfs path as relative to the root of the hierarchy.
-            Ok((Path::new("/").join(p), false))
+            Ok(Path::new("/").join(p))
         }
     }
 }
 
 impl Cgroup {
-    pub fn open(path: &Path, default_path: bool, systemd: bool, id: &str) -> Result<Self, CgroupError> {
+    pub fn open(path: &Path, systemd: bool, id: &str) -> Result<Self, CgroupError> {
         if systemd {
             let comm = fs::read_to_string("/proc/1/comm").unwrap_or_default().trim().to_string();
             if comm != "systemd" {
@@ -133,12 +130,12 @@ impl Cgroup {
             container_name: id.to_string(),
         })
         .map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
-        Ok(Self { path: path.into(), systemd, default_path, manager })
+        Ok(Self { path: path.into(), systemd, manager })
     }
 
     /// The cgroup of a container whose state is saved.
     pub fn of(state: &crate::state::ContainerState) -> Result<Self, CgroupError> {
-        Self::open(&state.cgroup_path, state.default_cgroup_path, state.systemd_cgroup, &state.id)
+        Self::open(&state.cgroup_path, state.systemd_cgroup, &state.id)
     }
 
     pub fn path(&self) -> &Path {
@@ -146,12 +143,7 @@ impl Cgroup {
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        // A concurrent `delete` may prune the shared default parent between libcgroups'
-        // mkdir of the parent and of our directory; a second attempt recreates both.
-        self.manager
-            .add_task(Pid::from_raw(pid))
-            .or_else(|_| self.manager.add_task(Pid::from_raw(pid)))
-            .map_err(|e| self.err(e))?;
+        self.manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))?;
         if !self.systemd {
             for dir in self.unmanaged_dirs() {
                 fs::create_dir_all(&dir)
@@ -236,7 +228,7 @@ impl Cgroup {
         Ok(pids.into_iter().map(|p| p.as_raw()).collect())
     }
 
-    /// Kills what is left in the cgroup and removes it, then the empty default parent.
+    /// Kills what is left in the cgroup and removes it.
     pub fn remove(&self) -> Result<(), CgroupError> {
         // Sub-cgroups (`exec --cgroup`, or made by the container's own cgroup manager) first:
         // libcgroups' v1 manager removes only the container's own directory.
@@ -246,9 +238,6 @@ impl Cgroup {
             for dir in self.unmanaged_dirs() {
                 remove_when_empty(&dir).map_err(|e| self.err(format!("{}: {e}", dir.display())))?;
             }
-        }
-        if self.default_path {
-            prune_default_parent();
         }
         Ok(())
     }
@@ -416,14 +405,6 @@ fn check_values(res: &LinuxResources) -> Result<(), CgroupError> {
     Ok(())
 }
 
-/// Removes `<hierarchy>/tally` from every mounted hierarchy where it is empty. rmdir on a
-/// cgroup fails while it has children or processes, so a busy parent is never touched.
-fn prune_default_parent() {
-    for mount in cgroup_mounts() {
-        let _ = fs::remove_dir(mount.join(DEFAULT_PARENT));
-    }
-}
-
 /// On a v1 or hybrid host, the hierarchies runc's cgroupfs driver joins and libcgroups' v1
 /// manager does not: named ones (`name=systemd`, which systemd in a container needs), `rdma`,
 /// `misc`, and the controller-less cgroup2 `unified` mount. None on a pure v2 host.
@@ -483,9 +464,10 @@ mod tests {
 
     #[test]
     fn default_and_explicit_paths() {
-        assert_eq!(container_path(None, "c1").unwrap(), (PathBuf::from("/tally/c1"), true));
-        assert_eq!(container_path(Some(Path::new("/a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
-        assert_eq!(container_path(Some(Path::new("a/b")), "c1").unwrap(), (PathBuf::from("/a/b"), false));
+        assert_eq!(container_path(None, "c1").unwrap(), PathBuf::from("/c1"));
+        assert_eq!(container_path(Some(Path::new("")), "c1").unwrap(), PathBuf::from("/c1"));
+        assert_eq!(container_path(Some(Path::new("/a/b")), "c1").unwrap(), PathBuf::from("/a/b"));
+        assert_eq!(container_path(Some(Path::new("a/b")), "c1").unwrap(), PathBuf::from("/a/b"));
         assert!(container_path(Some(Path::new("/a/../../b")), "c1").is_err());
     }
 

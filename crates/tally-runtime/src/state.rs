@@ -68,8 +68,6 @@ pub struct ContainerState {
     /// The cgroup as the cgroup manager understands it (`linux.cgroupsPath` or the default).
     pub cgroup_path: PathBuf,
     pub systemd_cgroup: bool,
-    /// True when tally chose the cgroup path itself, so it may prune the empty parent it made.
-    pub default_cgroup_path: bool,
     /// The config's hooks: poststart and poststop run in later commands.
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
@@ -329,9 +327,8 @@ mod tests {
             rootfs: "/b/rootfs".into(),
             created: "2026-01-01T00:00:00.000000000Z".into(),
             annotations: HashMap::new(),
-            cgroup_path: "/tally/x".into(),
+            cgroup_path: "/x".into(),
             systemd_cgroup: false,
-            default_cgroup_path: true,
             hooks: None,
             paused: false,
             resources: None,

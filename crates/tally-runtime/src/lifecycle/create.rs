@@ -46,8 +46,8 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         Some(cfg) => Some(security::seccomp::compile_cached(cfg, &root.path().join(".seccomp-cache"))?),
         None => None,
     };
-    let (cg_path, default_cg) = if opts.systemd_cgroup {
-        (cgroups::systemd_path(linux.cgroups_path().as_deref(), container_id)?, false)
+    let cg_path = if opts.systemd_cgroup {
+        cgroups::systemd_path(linux.cgroups_path().as_deref(), container_id)?
     } else {
         cgroups::container_path(linux.cgroups_path().as_deref(), container_id)?
     };
@@ -63,7 +63,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         write_private(&dir.config_path(), &bundle.raw).map_err(|source| {
             LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
         })?;
-        let cgroup = Cgroup::open(&cg_path, default_cg, opts.systemd_cgroup, container_id)?;
+        let cgroup = Cgroup::open(&cg_path, opts.systemd_cgroup, container_id)?;
         let spawned = spawn::spawn(&Request {
             id: container_id,
             bundle: &bundle,
@@ -94,7 +94,6 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
             cgroup_path: cgroup.path().to_path_buf(),
             systemd_cgroup: opts.systemd_cgroup,
-            default_cgroup_path: default_cg,
             hooks: bundle.spec.hooks().clone(),
             paused: false,
             resources: linux.resources().clone(),

@@ -31,8 +31,8 @@ pub(super) fn delete_with(
             // A create that died half-way: its cgroup is the only other thing it made, at the
             // config's cgroupsPath (the copy create writes first) or the default.
             let spec_path = dir.config().ok().and_then(|c| c.linux().as_ref()?.cgroups_path().clone());
-            if let Ok((path, default)) = cgroups::container_path(spec_path.as_deref(), id) {
-                if let Ok(cg) = Cgroup::open(&path, default, false, id) {
+            if let Ok(path) = cgroups::container_path(spec_path.as_deref(), id) {
+                if let Ok(cg) = Cgroup::open(&path, false, id) {
                     let _ = cg.remove();
                 }
             }
