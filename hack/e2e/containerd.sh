@@ -2,7 +2,8 @@
 # containerd.sh TALLY: a private containerd (its own socket, root and state in a temp dir, the
 # CRI plugin off) drives tally through its runc shim (`ctr run --runc-binary`), as containerd
 # does in production: run to completion, detached run + exec + kill + delete, pause/resume,
-# metrics, a failing create, the shim's features probe. Nothing is left behind.
+# metrics, failing creates (126/127 classes), a session of its own, tmpcopyup, the hybrid
+# host's name=systemd cgroup, the shim's features probe. Nothing is left behind.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
@@ -29,7 +30,7 @@ CONF
 containerd --config "$work/config.toml" > "$work/containerd.log" 2>&1 &
 daemon=$!
 cleanup() {
-  for id in e2e-run e2e-detached e2e-fail; do
+  for id in e2e-run e2e-detached e2e-fail e2e-noexec e2e-sid e2e-copyup e2e-hybrid; do
     ctr task kill -s KILL "$id" >/dev/null 2>&1
     ctr task delete --force "$id" >/dev/null 2>&1
     ctr container delete "$id" >/dev/null 2>&1
@@ -92,7 +93,29 @@ expect_status "ctr run of a missing program fails" 1 \
 expect_contains "the error is tally's, read from its JSON log" "/no/such/program" "$out"
 ctr container delete e2e-fail >/dev/null 2>&1
 
-# 4. The shim's features probe (containerd 1.7 and later; 1.6's shim has no -info).
+expect_status "ctr run of a program that is not executable fails" 1 \
+  ctr run --rm --runc-binary "$tally" "$image" e2e-noexec /etc/passwd
+expect_contains "the error says permission denied" "permission denied" "$out"
+ctr container delete e2e-noexec >/dev/null 2>&1
+
+# 4. What runc gives every container: its own session, tmpcopyup, name=systemd on hybrid hosts.
+expect_status "ctr run: the init leads its own session" 0 \
+  ctr run --rm --runc-binary "$tally" "$image" e2e-sid sh -c 'exec cut -d" " -f1,6 /proc/self/stat'
+expect_eq "pid and session id are both 1" "1 1" "$(printf '%s' "$out" | tr -d '\r')"
+expect_status "ctr run --mount type=tmpfs with tmpcopyup" 0 \
+  ctr run --rm --runc-binary "$tally" --mount type=tmpfs,src=tmpfs,dst=/etc,options=rw:tmpcopyup \
+  "$image" e2e-copyup sh -c 'head -1 /etc/passwd; grep " /etc " /proc/self/mounts'
+expect_contains "the image's /etc/passwd is in the tmpfs" "root:x:0:0" "$out"
+expect_contains "/etc is a tmpfs" "/etc tmpfs" "$out"
+if [ -e /sys/fs/cgroup/systemd/cgroup.procs ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
+  expect_status "ctr run on a hybrid host" 0 \
+    ctr run --rm --runc-binary "$tally" "$image" e2e-hybrid sh -c 'cat /proc/self/cgroup; cat /sys/fs/cgroup/systemd/cgroup.procs'
+  expect_contains "the container has a name=systemd cgroup of its own" "name=systemd:/$ns/e2e-hybrid" "$out"
+else
+  skip "ctr run on a hybrid host" "no name=systemd hierarchy next to v1 controllers here"
+fi
+
+# 5. The shim's features probe (containerd 1.7 and later; 1.6's shim has no -info).
 if containerd-shim-runc-v2 -info >/dev/null 2>&1; then
   expect_status "containerd-shim-runc-v2 -info accepts tally's features" 0 \
     env PATH="$(dirname "$tally"):$PATH" containerd-shim-runc-v2 -info

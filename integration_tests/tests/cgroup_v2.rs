@@ -21,7 +21,7 @@ fn v2(test: &str) -> bool {
 }
 
 fn cg(id: &str) -> PathBuf {
-    PathBuf::from("/sys/fs/cgroup/tally").join(id)
+    PathBuf::from("/sys/fs/cgroup").join(id)
 }
 
 fn read(id: &str, file: &str) -> String {

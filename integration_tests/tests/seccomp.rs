@@ -291,5 +291,14 @@ fn a_deny_by_default_profile_constrains_the_program_and_nothing_tally_does_befor
     b.sh("echo ok");
     let r = t.run_to_files(&["run", "--preserve-fds", "0", "--bundle", b.dir.to_str().unwrap(), "sc-deny-caps"]).ok();
     assert_eq!(r.stdout, "ok\n", "stderr: {}", r.stderr);
+
+    // An exec'd process gets the same filter, loaded at the same point of its setup.
+    names.extend(["nanosleep", "clock_nanosleep"]);
+    allow_only(&mut b, &names, false);
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), "sc-deny-caps"]).ok();
+    let r = t.run(&["exec", "sc-deny-caps", "sh", "-c", "echo exec-ok"]).ok();
+    assert_eq!(r.stdout, "exec-ok\n", "stderr: {}", r.stderr);
+    t.run(&["delete", "--force", "sc-deny-caps"]).ok();
     t.assert_clean("sc-deny-caps", &b);
 }
