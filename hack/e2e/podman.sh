@@ -115,6 +115,25 @@ if [ -c /dev/fuse ]; then
 else
   skip "podman run --device /dev/fuse:r" "no /dev/fuse on this host"
 fi
+# An rshared volume: a mount the container makes under it shows on the host (Podman sends
+# rootfsPropagation shared for it).
+mkdir -p "$work/shared"
+mount -t tmpfs e2e-shared "$work/shared" && mount --make-shared "$work/shared"
+expect_status "podman run -v SRC:/data:rshared" 0 \
+  podman run --rm --cap-add SYS_ADMIN -v "$work/shared:/data:rshared" --rootfs "$work/rootfs" \
+  sh -c 'mkdir -p /data/sub && mount -t tmpfs from-container /data/sub && grep " /data " /proc/self/mountinfo'
+expect_contains "/data is shared inside" "shared:" "$out"
+expect_eq "the container's mount under /data appears on the host" yes \
+  "$(grep -q " $work/shared/sub " /proc/self/mountinfo && echo yes || echo no)"
+umount "$work/shared/sub" 2>/dev/null
+umount "$work/shared"
+if [ -e /sys/fs/cgroup/systemd/cgroup.procs ] && [ ! -e /sys/fs/cgroup/cgroup.controllers ]; then
+  expect_status "podman run on a hybrid host" 0 \
+    podman run --rm --rootfs "$work/rootfs" sh -c 'grep name=systemd /proc/self/cgroup; cat /sys/fs/cgroup/systemd/cgroup.procs'
+  expect_contains "the container has its own name=systemd cgroup, mounted" "libpod" "$out"
+else
+  skip "podman run on a hybrid host" "no name=systemd hierarchy next to v1 controllers here"
+fi
 start=$(date +%s)
 expect_status "podman run --timeout 2 of sleep 1000 ends with 255" 255 \
   podman run --rm --timeout 2 --name e2e-timeout --rootfs "$work/rootfs" sleep 1000
