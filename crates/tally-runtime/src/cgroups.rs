@@ -18,7 +18,10 @@ pub enum CgroupError {
          drop --systemd-cgroup to use cgroupfs"
     )]
     NoSystemd(String),
-    #[error("linux.cgroupsPath {0:?}: must be an absolute path without \"..\" for the cgroupfs driver")]
+    #[error(
+        "linux.cgroupsPath {0:?}: must name a cgroup below the hierarchy's root, without \"..\", for the \
+         cgroupfs driver"
+    )]
     BadPath(PathBuf),
     #[error(
         "--cgroup {0:?}: must be [controller[,controller]:]path, a relative path without \"..\" to an existing \
@@ -106,7 +109,10 @@ pub fn container_path(spec_path: Option<&Path>, id: &str) -> Result<PathBuf, Cgr
         None => Ok(Path::new("/").join(id)),
         Some(p) if p.as_os_str().is_empty() => Ok(Path::new("/").join(id)),
         Some(p) => {
-            let bad = p.components().any(|c| matches!(c, std::path::Component::ParentDir));
+            // The hierarchy's root itself (`/`, `/.`) is refused too: `delete` would kill every
+            // process on the host and try to remove the root.
+            let bad = p.components().any(|c| matches!(c, std::path::Component::ParentDir))
+                || !p.components().any(|c| matches!(c, std::path::Component::Normal(_)));
             if bad {
                 return Err(CgroupError::BadPath(p.into()));
             }
@@ -469,6 +475,9 @@ mod tests {
         assert_eq!(container_path(Some(Path::new("/a/b")), "c1").unwrap(), PathBuf::from("/a/b"));
         assert_eq!(container_path(Some(Path::new("a/b")), "c1").unwrap(), PathBuf::from("/a/b"));
         assert!(container_path(Some(Path::new("/a/../../b")), "c1").is_err());
+        for root in ["/", "/.", "//", "."] {
+            assert!(container_path(Some(Path::new(root)), "c1").is_err(), "{root}");
+        }
     }
 
     #[test]

@@ -113,12 +113,20 @@ impl StateRoot {
         &self.path
     }
 
+    /// A root that is a symlink to a directory is followed (`/var/run/...` is one on most
+    /// hosts); one whose target is missing is an error that says so.
     pub fn ensure(&self) -> Result<(), StateError> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&self.path)
-            .map_err(|source| StateError::Root { path: self.path.clone(), source })
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&self.path).map_err(|source| {
+            let dangling = fs::symlink_metadata(&self.path).is_ok_and(|m| m.file_type().is_symlink());
+            let source = match (dangling, fs::read_link(&self.path)) {
+                (true, Ok(target)) => io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("a symlink to {}, which is not a directory", target.display()),
+                ),
+                _ => source,
+            };
+            StateError::Root { path: self.path.clone(), source }
+        })
     }
 
     /// IDs of every container directory under the root, sorted.
