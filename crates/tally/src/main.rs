@@ -29,6 +29,16 @@ fn main() -> ExitCode {
             return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
+    // The commands whose processes enter containers run from a sealed copy of the binary, so
+    // no container can reach the host's file through /proc/PID/exe (security/sealed_exe.rs).
+    // First of all, while every fd above stdio is still the caller's.
+    if matches!(cli.command, Some(Command::Create(_) | Command::Run { .. } | Command::Exec(_))) {
+        let original: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        if let Err(e) = tally_runtime::security::sealed_exe::reexec_sealed(&original) {
+            eprintln!("tally: error: re-executing from a sealed copy of /proc/self/exe: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
     // Before anything is opened (the log first): the caller's fds 3..3+N are claimed, so that
     // none of tally's own fds can be among the ones handed to the container.
     let preserve = match &cli.command {

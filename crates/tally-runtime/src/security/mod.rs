@@ -5,6 +5,7 @@
 
 pub mod capabilities;
 pub mod rlimits;
+pub mod sealed_exe;
 pub mod seccomp;
 pub mod sysctl;
 
