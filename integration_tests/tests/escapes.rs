@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use integration_tests::{tally_bin, unique, Bundle, Tally};
+use integration_tests::{tally_bin, unique, wait_for_file, Bundle, Tally};
 use serde_json::json;
 
 /// A private copy of the binary under test: an attack that works must not destroy the tally
@@ -218,4 +218,247 @@ fn a_fork_bomb_under_a_pids_limit_is_contained() {
     assert!(Command::new("true").status().unwrap().success());
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, &b);
+}
+
+/// Receives the pty master `create --console-socket` sends, so the container keeps a terminal.
+fn accept_master(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+    let (conn, _) = listener.accept().unwrap();
+    let mut buf = [0u8; 256];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let msg = nix::sys::socket::recvmsg::<()>(
+        conn.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        nix::sys::socket::MsgFlags::empty(),
+    )
+    .unwrap();
+    for c in msg.cmsgs().unwrap() {
+        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
+            // SAFETY: the kernel gave this fd to us alone.
+            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
+        }
+    }
+    panic!("no fd came over the console socket");
+}
+
+/// A bundle whose image /dev is used as it is (no tmpfs over it), so what the image plants
+/// there is what tally meets.
+fn image_dev_bundle(id: &str) -> Bundle {
+    let mut b = Bundle::busybox(id);
+    b.edit(|c| c["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/dev"));
+    b
+}
+
+/// CVE-2025-31133 / CVE-2025-52565 classes: an image whose /dev/null and /dev/console are links
+/// to a host path, whose /dev/zero is a regular file, and whose masked and read-only paths are
+/// such links. The container gets real device nodes and a pty at /dev/console (a regular file
+/// tally made, not the link: against the build before console.rs's `fresh_console` the pty
+/// was bound wherever the link pointed inside the rootfs, and `stat` saw a symlink); masks use
+/// the host's verified /dev/null; the host file is untouched.
+#[test]
+fn dev_null_and_dev_console_planted_as_links_redirect_nothing() {
+    let host = std::env::temp_dir().join(unique("tally-escape-dev"));
+    fs::create_dir_all(&host).unwrap();
+    let canary = host.join("canary");
+    fs::write(&canary, "canary\n").unwrap();
+    let t = Tally::new();
+    let id = "esc-devnull";
+    let mut b = image_dev_bundle(id);
+    let dev = b.rootfs().join("dev");
+    std::os::unix::fs::symlink(&canary, dev.join("null")).unwrap();
+    std::os::unix::fs::symlink(&canary, dev.join("console")).unwrap();
+    fs::write(dev.join("zero"), "image\n").unwrap();
+    std::os::unix::fs::symlink(&canary, b.rootfs().join("masked-link")).unwrap();
+    std::os::unix::fs::symlink(format!("../../../../../../..{}", canary.display()), b.rootfs().join("ro-link"))
+        .unwrap();
+    b.edit(|c| {
+        c["process"]["terminal"] = json!(true);
+        c["linux"]["maskedPaths"].as_array_mut().unwrap().push(json!("/masked-link"));
+        c["linux"]["readonlyPaths"].as_array_mut().unwrap().push(json!("/ro-link"));
+    });
+    b.sh("echo x > /dev/null; echo x > /dev/console; stat -c '%n %F %t:%T' /dev/null /dev/zero /dev/console > /seen 2>&1");
+    let sock = b.dir.join("console.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let bundle = b.dir.to_str().unwrap().to_string();
+    let create = std::thread::spawn({
+        let root = t.root.clone();
+        let sock = sock.clone();
+        move || {
+            run(&tally_bin(), &root, &["create", "--bundle", &bundle, "--console-socket", sock.to_str().unwrap(), id])
+        }
+    });
+    let master = accept_master(&listener);
+    let (code, _, err) = create.join().unwrap();
+    assert_eq!(code, 0, "{err}");
+    t.run(&["start", id]).ok();
+    t.wait_status(id, "stopped");
+    drop(master);
+    let seen = fs::read_to_string(b.rootfs().join("seen")).unwrap();
+    let lines: Vec<&str> = seen.lines().collect();
+    assert_eq!(lines[0], "/dev/null character special file 1:3", "{seen}");
+    assert_eq!(lines[1], "/dev/zero character special file 1:5", "{seen}");
+    assert!(lines[2].starts_with("/dev/console character special file 88:"), "a pty (major 136 = 0x88): {seen}");
+    assert!(!b.rootfs().join(canary.strip_prefix("/").unwrap()).exists(), "a link's target was made in the rootfs");
+    assert_eq!(fs::read_to_string(&canary).unwrap(), "canary\n", "the host file changed");
+    assert_eq!(fs::read_dir(&host).unwrap().count(), 1, "the host directory changed");
+    t.run(&["delete", id]).ok();
+    t.assert_clean(id, &b);
+    fs::remove_dir_all(&host).unwrap();
+}
+
+/// An image that ships its own /dev/pts/ptmx (a copy of the multiplexer node, with no devpts
+/// mounted over it) and a `pts` link beside it to `/dev/pts`: the kernel finds the devpts of a
+/// ptmx node outside devpts through that sibling, looked up in tally's (the host's) view, so
+/// the container's console would be a pty of the host's devpts. Kernel 6.18 already refuses
+/// that lookup through a link (the build before `check_ptmx` failed with a bare "No such
+/// device", seen while writing this test); tally checks the ptmx is on devpts before any
+/// ioctl, whatever the kernel, and says why.
+#[test]
+fn a_ptmx_that_is_not_on_devpts_is_refused() {
+    let t = Tally::new();
+    let id = "esc-ptmx";
+    let mut b = image_dev_bundle(id);
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().retain(|m| m["destination"] != "/dev/pts");
+        c["process"]["terminal"] = json!(true);
+    });
+    fs::create_dir_all(b.rootfs().join("dev/pts")).unwrap();
+    let node = b.rootfs().join("dev/pts/ptmx");
+    nix::sys::stat::mknod(
+        &node,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::from_bits_truncate(0o666),
+        libc::makedev(5, 2),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink("/dev/pts", b.rootfs().join("dev/pts/pts")).unwrap();
+    let sock = b.dir.join("console.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let r = t.run_to_files(&[
+        "create",
+        "--bundle",
+        b.dir.to_str().unwrap(),
+        "--console-socket",
+        sock.to_str().unwrap(),
+        id,
+    ]);
+    let r = r.fails_with(&["/dev/ptmx", "devpts"]);
+    assert_eq!(r.stderr.trim().lines().count(), 1, "one line: {}", r.stderr);
+    t.assert_clean(id, &b);
+}
+
+/// CVE-2025-52881 class, and runc's rule for /proc: a mount over a file under the container's
+/// /proc (here the sysctl and the oom_score_adj tally writes) is refused, naming it, as runc
+/// refuses it; the build before `check_proc_destination` mounted the decoy and wrote the
+/// sysctl into it. The writes themselves go through a private procfs instance (procfs.rs), so
+/// even a mount that got there by a race would not take them.
+#[test]
+fn mounts_over_proc_files_are_refused_and_proc_writes_land_in_procfs() {
+    let t = Tally::new();
+    let id = "esc-proc";
+    let mut b = Bundle::busybox(id);
+    let decoy = b.dir.join("decoy");
+    fs::write(&decoy, "decoy\n").unwrap();
+    for dest in ["/proc/sys/net/ipv4/ip_forward", "/proc/1/oom_score_adj", "/proc/self/attr/exec"] {
+        b.edit(|c| {
+            c["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+            c["process"]["oomScoreAdj"] = json!(500);
+            c["mounts"].as_array_mut().unwrap().push(json!({
+                "destination": dest, "type": "bind", "source": decoy, "options": ["bind"]
+            }));
+        });
+        let r = t.create(id, &b);
+        assert_eq!(fs::read_to_string(&decoy).unwrap(), "decoy\n", "{dest}: written through the decoy");
+        r.fails_with(&["cannot be mounted because it is inside /proc"]);
+        let _ = t.run(&["delete", "--force", id]);
+        t.assert_clean(id, &b);
+        b.edit(|c| {
+            c["mounts"].as_array_mut().unwrap().pop();
+        });
+    }
+    // /proc itself takes only a procfs.
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/proc", "type": "tmpfs", "source": "tmpfs"}))
+    });
+    t.create(id, &b).fails_with(&["/proc cannot be mounted because it is not of type proc"]);
+    t.assert_clean(id, &b);
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().pop();
+    });
+    // What lxcfs covers stays allowed, and the writes land where they belong.
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/proc/uptime", "type": "bind", "source": decoy, "options": ["bind"]
+        }));
+    });
+    b.sh("cat /proc/uptime /proc/sys/net/ipv4/ip_forward /proc/self/oom_score_adj");
+    let r = t.run_container(id, &b).ok();
+    assert_eq!(r.stdout.lines().collect::<Vec<_>>(), ["decoy", "1", "500"], "{}", r.stdout);
+    t.assert_clean(id, &b);
+}
+
+/// CVE-2021-30465 class, raced: a second container shares a volume with the first and keeps
+/// swapping the directory under the first one's mount destination for links out of it (an
+/// absolute host path, a `..` chain, the container's /proc) while the first is created, 200
+/// times. Every create either succeeds or names the mount; nothing outside the rootfs is made,
+/// mounted on or changed. Destinations resolve through openat2 RESOLVE_IN_ROOT and are
+/// mounted through the resolved fd, so there is no window between check and use to win.
+#[test]
+fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
+    let host = std::env::temp_dir().join(unique("tally-escape-race-host"));
+    let volume = std::env::temp_dir().join(unique("tally-escape-race-vol"));
+    fs::create_dir_all(&host).unwrap();
+    fs::create_dir_all(volume.join("d")).unwrap();
+    fs::write(host.join("secret"), "host\n").unwrap();
+    let t = Tally::new();
+    let mut racer = Bundle::busybox("esc-racer");
+    let swap = format!(
+        r#"cd /vol; i=0; while :; do
+             mv d real; ln -s {h} d; rm d; ln -s ../../../../../../../..{h} d; rm d;
+             ln -s /proc/sys/kernel d; rm d; mv real d; i=$((i+1)); echo $i > /vol/rounds
+           done"#,
+        h = host.display()
+    );
+    racer.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/vol", "type": "bind", "source": volume, "options": ["rbind"]
+        }));
+        c["process"]["args"] = json!(["sh", "-c", swap]);
+    });
+    t.run_to_files(&["run", "-d", "--bundle", racer.dir.to_str().unwrap(), "esc-racer"]).ok();
+    wait_for_file(&volume.join("rounds"));
+
+    let mut b = Bundle::busybox("esc-victim");
+    b.edit(|c| {
+        let mounts = c["mounts"].as_array_mut().unwrap();
+        mounts.push(json!({"destination": "/vol", "type": "bind", "source": volume, "options": ["rbind"]}));
+        mounts.push(json!({"destination": "/vol/d/new/m", "type": "tmpfs", "source": "tmpfs"}));
+    });
+    let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let (mut made, mut refused) = (0, 0);
+    for i in 0..200 {
+        let id = format!("esc-victim-{i}");
+        let r = t.create(&id, &b);
+        if r.code == 0 {
+            made += 1;
+            t.run(&["delete", "--force", &id]).ok();
+        } else {
+            refused += 1;
+            assert!(r.stderr.contains("mounts["), "an error that is not the mount's: {}", r.stderr);
+        }
+        t.assert_clean(&id, &b);
+    }
+    let rounds = fs::read_to_string(volume.join("rounds")).unwrap();
+    t.run(&["delete", "--force", "esc-racer"]).ok();
+    t.assert_clean("esc-racer", &racer);
+    let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert_eq!(before.lines().count(), after.lines().count(), "a mount reached the host");
+    let entries: Vec<_> = fs::read_dir(&host).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert_eq!(entries, vec![std::ffi::OsString::from("secret")], "the host directory changed");
+    assert_eq!(fs::read_to_string(host.join("secret")).unwrap(), "host\n");
+    eprintln!("200 creates under the race: {made} made, {refused} refused; the racer swapped {} rounds", rounds.trim());
+    fs::remove_dir_all(&host).unwrap();
+    fs::remove_dir_all(&volume).unwrap();
 }

@@ -39,27 +39,79 @@ pub fn connect(path: &Path) -> Result<OwnedFd, ConsoleError> {
 /// own /dev/ptmx), sends the master to `socket`, binds the slave onto /dev/console and returns
 /// the slave.
 pub fn allocate(root: &Root, socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
-    let ptmx = root
-        .open_with(Path::new("/dev/ptmx"), OFlag::O_RDWR | OFlag::O_NOCTTY)
-        .map_err(io_err("open /dev/ptmx in the container"))?;
+    let ptmx = root.open_path(Path::new("/dev/ptmx")).map_err(io_err("open /dev/ptmx in the container"))?;
+    let ptmx = open_checked_ptmx(&ptmx)?;
     let (master, slave, num) = open_pty(ptmx, uid, gid)?;
-    let console = root.ensure(Path::new("/dev/console"), Kind::File).map_err(io_err("create /dev/console"))?;
+    let console = fresh_console(root)?;
     mount(Some(&fd_path(&slave)), &fd_path(&console), None::<&str>, MsFlags::MS_BIND, None::<&str>)
         .map_err(|e| io_err("bind pty onto /dev/console")(e.into()))?;
     send_master(socket, &master, num)?;
     Ok(slave)
 }
 
-/// For a process joining a running container (`exec --tty`): a pty from the /dev/ptmx of the
-/// root this process is already in, its master sent to `socket`. /dev/console stays the init's.
-pub fn allocate_joined(socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
-    let ptmx: OwnedFd = std::fs::OpenOptions::new()
+/// The mount point for /dev/console: whatever the image has there (a symlink to a host path or
+/// to a file it wants the pty bound over, the CVE-2025-52565 class) is removed and a new empty
+/// file made without following links; the bind then targets that file's fd, so swapping the
+/// name afterwards changes nothing.
+fn fresh_console(root: &Root) -> Result<OwnedFd, ConsoleError> {
+    let dev = root.ensure(Path::new("/dev"), Kind::Dir).map_err(io_err("open /dev in the container"))?;
+    // SAFETY: dev is an open directory fd and the name a static C string; unlinkat never
+    // follows a symlink at the name, and a directory there is removed only if empty.
+    unsafe {
+        if libc::unlinkat(dev.as_raw_fd(), c"console".as_ptr(), 0) != 0 {
+            libc::unlinkat(dev.as_raw_fd(), c"console".as_ptr(), libc::AT_REMOVEDIR);
+        }
+    }
+    // SAFETY: as above; O_EXCL|O_NOFOLLOW create a new file or fail, never open another.
+    let fd = unsafe {
+        libc::openat(
+            dev.as_raw_fd(),
+            c"console".as_ptr(),
+            libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_RDONLY | libc::O_CLOEXEC,
+            0o600,
+        )
+    };
+    if fd < 0 {
+        return Err(io_err("create /dev/console")(io::Error::last_os_error()));
+    }
+    // SAFETY: the kernel has just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// The pty multiplexer must be a devpts's ptmx (char 5:2 on a devpts mount): an image can make
+/// /dev/ptmx or /dev/pts/ptmx anything, and tally would hand its master to the caller. It is
+/// checked through an O_PATH fd (opening a ptmx already allocates a pty), then that same inode
+/// is opened.
+fn open_checked_ptmx(fd: &OwnedFd) -> Result<OwnedFd, ConsoleError> {
+    let refuse = |why: &str| ConsoleError::Io {
+        op: "open /dev/ptmx in the container",
+        source: io::Error::other(format!("refusing it: {why}")),
+    };
+    let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| io_err("stat /dev/ptmx")(e.into()))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(5, 2) {
+        return Err(refuse("it is not the pty multiplexer (char device 5:2)"));
+    }
+    let fs = nix::sys::statfs::fstatfs(fd).map_err(|e| io_err("statfs /dev/ptmx")(e.into()))?;
+    if fs.filesystem_type().0 != libc::DEVPTS_SUPER_MAGIC {
+        return Err(refuse("it is not on a devpts mount (mount devpts at /dev/pts)"));
+    }
+    std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open("/dev/ptmx")
-        .map_err(io_err("open /dev/ptmx in the container"))?
-        .into();
+        .open(fd_path(fd))
+        .map(OwnedFd::from)
+        .map_err(io_err("open /dev/ptmx in the container"))
+}
+
+/// For a process joining a running container (`exec --tty`): a pty from the /dev/ptmx of the
+/// root this process is already in, its master sent to `socket`. /dev/console stays the init's.
+pub fn allocate_joined(socket: &OwnedFd, uid: u32, gid: u32) -> Result<OwnedFd, ConsoleError> {
+    let flags = OFlag::O_PATH | OFlag::O_CLOEXEC;
+    let ptmx = nix::fcntl::open("/dev/ptmx", flags, nix::sys::stat::Mode::empty())
+        .map_err(|e| io_err("open /dev/ptmx in the container")(e.into()))?;
+    // SAFETY: the kernel has just returned this fd and nothing else owns it.
+    let ptmx = open_checked_ptmx(&unsafe { OwnedFd::from_raw_fd(ptmx) })?;
     let (master, slave, num) = open_pty(ptmx, uid, gid)?;
     send_master(socket, &master, num)?;
     Ok(slave)

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod namespaces;
 pub mod proc_info;
 pub mod process;
+pub mod procfs;
 pub mod rootfs;
 pub mod security;
 pub mod signal;

@@ -49,6 +49,7 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
         let source = bind_source(ctx.bundle, m).map_err(&invalid)?;
         let kind = if fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true) { Kind::Dir } else { Kind::File };
         let target = ctx.root.ensure(dest, kind).map_err(|e| io_err("create destination", e))?;
+        check_proc_destination(ctx.root, &target, is_procfs(&source)).map_err(&invalid)?;
         let rec = opts.flags & MsFlags::MS_REC;
         mount(Some(&source), &fd_path(&target), None::<&str>, MsFlags::MS_BIND | rec, None::<&str>)
             .map_err(|e| io_err(&format!("bind {}", source.display()), e.into()))?;
@@ -60,6 +61,7 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
         top
     } else if typ == "cgroup" || typ == "cgroup2" {
         let target = ctx.root.ensure(dest, Kind::Dir).map_err(|e| io_err("create destination", e))?;
+        check_proc_destination(ctx.root, &target, false).map_err(&invalid)?;
         super::cgroupfs::mount_cgroups(ctx, dest, &target, &opts).map_err(|e| io_err("mount cgroup", e))?;
         reopen(ctx.root, dest).map_err(|e| io_err("reopen", e))?
     } else {
@@ -67,6 +69,7 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
             return Err(invalid("type is required for a mount that is not a bind mount".into()));
         }
         let target = ctx.root.ensure(dest, Kind::Dir).map_err(|e| io_err("create destination", e))?;
+        check_proc_destination(ctx.root, &target, typ == "proc").map_err(&invalid)?;
         // Opened before the mount, this fd keeps naming the image's directory underneath.
         let underneath = match opts.copy_up {
             true => Some(open_dir(&target).map_err(|e| io_err("open for tmpcopyup", e))?),
@@ -113,6 +116,50 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
         apply_recursive(&target, &opts).map_err(|e| io_err("mount_setattr", e))?;
     }
     Ok(())
+}
+
+/// The files under /proc that lxcfs-style bind mounts may cover (runc's list); nothing else
+/// below /proc may be a mount point.
+const PROC_MOUNTS_ALLOWED: &[&str] = &[
+    "cpuinfo",
+    "diskstats",
+    "meminfo",
+    "stat",
+    "swaps",
+    "uptime",
+    "loadavg",
+    "slabinfo",
+    "net/dev",
+    "sys/kernel/ns_last_pid",
+];
+
+/// runc's rule for the container's /proc, applied to where the destination resolved to (a
+/// symlink planted or swapped in by a racing container cannot get round it): /proc itself
+/// takes only a procfs, and below it only the files lxcfs emulates. A mount over /proc/sys or
+/// /proc/self/attr would let the container redirect what is written there, or unmask it.
+fn check_proc_destination(root: &Root, target: &OwnedFd, procfs: bool) -> Result<(), String> {
+    let (Ok(root_path), Ok(at)) = (fs::read_link(fd_path(&root.raw())), fs::read_link(fd_path(target))) else {
+        return Err("cannot tell where the destination resolved to".into());
+    };
+    let Ok(inside) = at.strip_prefix(&root_path) else { return Ok(()) };
+    let Ok(rest) = inside.strip_prefix("proc") else { return Ok(()) };
+    if rest.as_os_str().is_empty() {
+        return match procfs {
+            true => Ok(()),
+            false => Err(format!(
+                "{} cannot be mounted because it is not of type proc",
+                Path::new("/").join(inside).display()
+            )),
+        };
+    }
+    match PROC_MOUNTS_ALLOWED.iter().any(|a| rest == Path::new(a)) {
+        true => Ok(()),
+        false => Err(format!("{} cannot be mounted because it is inside /proc", Path::new("/").join(inside).display())),
+    }
+}
+
+fn is_procfs(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|fs| fs.filesystem_type().0 == libc::PROC_SUPER_MAGIC)
 }
 
 /// A bind source relative to the bundle is taken from the bundle, as runc does (it runs with

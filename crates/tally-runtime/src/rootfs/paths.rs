@@ -32,9 +32,30 @@ pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
     let res = if is_dir {
         mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
     } else {
-        mount(Some("/dev/null"), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        let null = host_null().map_err(err)?;
+        mount(Some(&fd_path(&null)), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)
     };
     res.map_err(|e| err(e.into()))
+}
+
+/// The host's /dev/null (this runs before pivot_root, in a copy of the host's mounts), checked
+/// to be the null device. The container's /dev/null is never used as the mask: an image or a
+/// racing process can make it a link to a file the bind would then expose or cover (the
+/// CVE-2025-31133 class).
+fn host_null() -> io::Result<std::os::fd::OwnedFd> {
+    use nix::fcntl::OFlag;
+    let fd = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )?;
+    // SAFETY: the kernel has just returned this fd and nothing else owns it.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    let st = nix::sys::stat::fstat(std::os::fd::AsRawFd::as_raw_fd(&fd))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFCHR || st.st_rdev != libc::makedev(1, 3) {
+        return Err(io::Error::other("the host's /dev/null is not the null device (char 1:3)"));
+    }
+    Ok(fd)
 }
 
 /// Bind-mounts the path onto itself and remounts it read-only.

@@ -23,6 +23,8 @@ pub enum SecurityError {
     Seccomp(#[from] seccomp::SeccompError),
     #[error("process.oomScoreAdj {value}: {source}")]
     OomScoreAdj { value: i32, source: io::Error },
+    #[error(transparent)]
+    Procfs(#[from] crate::procfs::ProcfsError),
     #[error("process.noNewPrivileges: {0}")]
     NoNewPrivs(io::Error),
     #[error("linux.personality: {0}")]
@@ -56,9 +58,12 @@ pub fn set_personality(p: Option<&oci_spec::runtime::LinuxPersonality>) -> Resul
     Ok(())
 }
 
-pub fn set_oom_score_adj(value: Option<i32>) -> Result<(), SecurityError> {
+/// Written through a verified procfs handle: a mount over /proc/self/oom_score_adj (a config's
+/// or a racing container's) cannot take the write elsewhere.
+pub fn set_oom_score_adj(proc: &crate::procfs::ProcFs, value: Option<i32>) -> Result<(), SecurityError> {
     let Some(value) = value else { return Ok(()) };
-    std::fs::write("/proc/self/oom_score_adj", value.to_string()).map_err(|source| {
+    let fd = proc.open_file(std::path::Path::new("self/oom_score_adj"), nix::fcntl::OFlag::O_WRONLY)?;
+    std::io::Write::write_all(&mut std::fs::File::from(fd), value.to_string().as_bytes()).map_err(|source| {
         let source = if source.kind() == io::ErrorKind::PermissionDenied {
             io::Error::other(format!(
                 "{source}: lowering it needs CAP_SYS_RESOURCE, which this host withholds from tally"

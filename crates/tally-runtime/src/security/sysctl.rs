@@ -1,8 +1,8 @@
 //! `linux.sysctl`: only namespaced keys, and only when the container has its own namespace for
-//! them (otherwise the write would change the host). Written through the container's /proc.
+//! them (otherwise the write would change the host). Written through a verified procfs handle
+//! by the container's init, so the values land in the container's namespaces.
 
 use std::collections::HashMap;
-use std::io;
 use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
@@ -10,7 +10,7 @@ pub enum SysctlError {
     #[error("linux.sysctl {key:?}: {reason}")]
     NotAllowed { key: String, reason: String },
     #[error("linux.sysctl {key:?} = {value:?}: {source}")]
-    Write { key: String, value: String, source: io::Error },
+    Write { key: String, value: String, source: crate::procfs::ProcfsError },
 }
 
 /// Which namespace a key belongs to, if it is namespaced at all.
@@ -64,19 +64,20 @@ pub fn validate(sysctl: &HashMap<String, String>, has_new: impl Fn(&str) -> bool
     Ok(())
 }
 
-/// The file under /proc/sys for a key (`net.ipv4.ip_forward` or `net/ipv4/ip_forward`).
+/// The file under a procfs root for a key (`net.ipv4.ip_forward` or `net/ipv4/ip_forward`).
 pub fn proc_path(key: &str) -> PathBuf {
-    PathBuf::from("/proc/sys").join(key.replace('.', "/"))
+    PathBuf::from("sys").join(key.replace('.', "/"))
 }
 
-/// Writes every key through the container's own /proc (mounted in the rootfs), as the
-/// container process, so namespaced values land in the container's namespaces.
-pub fn apply(root: &crate::rootfs::Root, sysctl: &HashMap<String, String>) -> Result<(), SysctlError> {
-    use std::io::Write;
+/// Writes every key as the container's init (net, ipc and uts sysctls are those of the
+/// writer's namespaces), never through the rootfs's /proc, which mounts can cover.
+pub fn apply(proc: &crate::procfs::ProcFs, sysctl: &HashMap<String, String>) -> Result<(), SysctlError> {
     for (key, value) in sysctl {
-        let err = |source| SysctlError::Write { key: key.clone(), value: value.clone(), source };
-        let fd = root.open_with(&proc_path(key), nix::fcntl::OFlag::O_WRONLY).map_err(err)?;
-        std::fs::File::from(fd).write_all(value.as_bytes()).map_err(err)?;
+        proc.write(proc_path(key), value.as_bytes()).map_err(|source| SysctlError::Write {
+            key: key.clone(),
+            value: value.clone(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -231,7 +231,10 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     process::chdir(p.cwd()).map_err(|e| s(&e))?;
     let program = process::prepare(p).map_err(|e| s(&e))?;
     security::rlimits::apply(p.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
-    security::set_oom_score_adj(p.oom_score_adj()).map_err(|e| s(&e))?;
+    if p.oom_score_adj().is_some() {
+        let proc = crate::procfs::ProcFs::open().map_err(|e| s(&e))?;
+        security::set_oom_score_adj(&proc, p.oom_score_adj()).map_err(|e| s(&e))?;
+    }
     security::set_personality(req.personality).map_err(|e| s(&e))?;
     let nnp = p.no_new_privileges().unwrap_or(false);
     let filter = req.seccomp.map(|(_, f)| f);

@@ -100,6 +100,11 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
 
+    // Opened in the container's pid namespace, before any mount the config asks for exists.
+    let proc = match linux.sysctl().is_some() || proc_cfg.oom_score_adj().is_some() {
+        true => Some(crate::procfs::ProcFs::open().map_err(|e| s(&e))?),
+        false => None,
+    };
     if let Some(h) = spec.hostname().as_ref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(h).map_err(|e| format!("hostname {h:?}: {e}"))?;
     }
@@ -128,7 +133,7 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     };
     // Before readonlyPaths makes /proc/sys read-only.
     if let Some(sysctl) = linux.sysctl() {
-        security::sysctl::apply(&root, sysctl).map_err(|e| s(&e))?;
+        security::sysctl::apply(proc.as_ref().expect("opened for sysctls"), sysctl).map_err(|e| s(&e))?;
     }
     if own_mounts {
         rootfs::protect(&setup, &root).map_err(|e| s(&e))?;
@@ -179,7 +184,9 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     let program = process::prepare(proc_cfg).map_err(|e| s(&e))?;
     // While the process still has every capability: limits that may need raising.
     security::rlimits::apply(proc_cfg.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
-    security::set_oom_score_adj(proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
+    if let Some(proc) = &proc {
+        security::set_oom_score_adj(proc, proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
+    }
     security::set_personality(linux.personality().as_ref()).map_err(|e| s(&e))?;
     let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
     // Before any filter: a profile may deny close_range, fcntl or the /proc/self/fd walk. Every

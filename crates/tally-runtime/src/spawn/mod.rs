@@ -8,7 +8,7 @@ mod init;
 
 pub use exec::{spawn_exec, ExecRequest};
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -331,8 +331,11 @@ fn write_id_maps(
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect::<String>()
     };
+    let proc = crate::procfs::ProcFs::open()
+        .map_err(|e| SpawnError::IdMap { file: "uid_map", source: io::Error::other(e) })?;
     for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
-        fs::write(format!("/proc/{pid}/{file}"), render(maps)).map_err(|source| SpawnError::IdMap { file, source })?;
+        proc.write(format!("{pid}/{file}"), render(maps).as_bytes())
+            .map_err(|e| SpawnError::IdMap { file, source: io::Error::other(e) })?;
     }
     Ok(())
 }
@@ -346,5 +349,7 @@ fn write_time_offsets(linux: &oci_spec::runtime::Linux) -> io::Result<()> {
     if text.is_empty() {
         return Ok(());
     }
-    fs::write("/proc/self/timens_offsets", text)
+    crate::procfs::ProcFs::open()
+        .and_then(|proc| proc.write("self/timens_offsets", text.as_bytes()))
+        .map_err(io::Error::other)
 }
