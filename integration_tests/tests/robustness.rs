@@ -266,3 +266,176 @@ fn hundreds_of_mutated_configs_fail_clearly_or_run_and_leave_nothing() {
     // Both outcomes occur: the mutations are neither all fatal nor all harmless.
     assert!(failed > 50 && ran > 0, "failed {failed}, ran {ran}");
 }
+
+/// Starts `tally args` with its output discarded (a container it leaves must not hold a pipe
+/// of this test), kills it with SIGKILL after `delay`, and reaps it.
+fn killed_after(t: &Tally, args: &[&str], delay: Duration) {
+    let mut child = t
+        .command()
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn tally");
+    std::thread::sleep(delay);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// How long `tally args` takes to finish here: the window the random kills are spread over.
+fn duration_of(t: &Tally, args: &[&str]) -> Duration {
+    let started = Instant::now();
+    let r = t.run_to_files(args);
+    assert_eq!(r.code, 0, "{args:?}: {}", r.stderr);
+    started.elapsed()
+}
+
+/// Faults: tally is killed with SIGKILL at 50 random moments of `create`, `start`, `exec` and
+/// `delete` (a random delay over the command's own duration). `delete --force` then leaves no
+/// process, cgroup directory, mount or state entry, and the same ID can be created again. A
+/// create killed before its state is saved leaves an init that ends itself (its channel to
+/// tally closes) and a cgroup and directory that `delete --force` finds from the config copy.
+#[test]
+fn tally_killed_at_random_moments_leaves_nothing_after_delete_force() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("fault");
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    let bundle = b.dir.to_str().unwrap().to_string();
+    let create = |id: &str| t.run_to_files(&["create", "--bundle", &bundle, id]).ok();
+    let window = {
+        let create_time = duration_of(&t, &["create", "--bundle", &bundle, "fault-probe"]);
+        let start_time = duration_of(&t, &["start", "fault-probe"]);
+        let exec_time = duration_of(&t, &["exec", "fault-probe", "true"]);
+        let delete_time = duration_of(&t, &["delete", "--force", "fault-probe"]);
+        [create_time, start_time, exec_time, delete_time]
+    };
+    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    eprintln!("fault injection seed {seed}; command durations {window:?}");
+    let mut rng = Rng(seed);
+    for i in 0..50 {
+        let id = format!("fault-{i}");
+        let op = i % 4;
+        let micros = window[op].as_micros() as usize * 3 / 2;
+        let delay = Duration::from_micros(rng.below(micros.max(1)) as u64);
+        match op {
+            0 => killed_after(&t, &["create", "--bundle", &bundle, &id], delay),
+            1 => {
+                create(&id);
+                killed_after(&t, &["start", &id], delay);
+            }
+            2 => {
+                create(&id);
+                t.run(&["start", &id]).ok();
+                killed_after(&t, &["exec", &id, "sleep", "300"], delay);
+            }
+            _ => {
+                create(&id);
+                t.run(&["start", &id]).ok();
+                killed_after(&t, &["delete", "--force", &id], delay);
+            }
+        }
+        let r = bounded(&t, &["delete", "--force", &id]);
+        assert_eq!(r.code, 0, "case {i} (op {op}, killed after {delay:?}): delete --force: {}", r.stderr);
+        assert_host_clean(&t.root, &id, &b.dir);
+        create(&id);
+        t.run(&["delete", "--force", &id]).ok();
+        assert_host_clean(&t.root, &id, &b.dir);
+    }
+}
+
+/// 100 creates of distinct IDs at once: all succeed, `list` shows each once, and deleting them
+/// at once leaves nothing.
+#[test]
+fn a_hundred_parallel_creates_all_succeed_and_leave_nothing() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("parallel");
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    let ids: Vec<String> = (0..100).map(|i| format!("par-{i}")).collect();
+    let each = |args: fn(&str, &str) -> Vec<String>| {
+        std::thread::scope(|s| {
+            let handles: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    let args = args(id, b.dir.to_str().unwrap());
+                    let t = &t;
+                    s.spawn(move || t.run_to_files(&args.iter().map(String::as_str).collect::<Vec<_>>()))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect::<Vec<Ran>>()
+        })
+    };
+    for (id, r) in ids.iter().zip(each(|id, bundle| vec!["create".into(), "--bundle".into(), bundle.into(), id.into()]))
+    {
+        assert_eq!(r.code, 0, "create {id}: {}", r.stderr);
+    }
+    let list = t.run(&["list", "--quiet"]).ok();
+    let mut listed: Vec<&str> = list.stdout.lines().collect();
+    listed.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(listed, want);
+    for id in &ids {
+        assert_eq!(t.status(id), "created", "{id}");
+    }
+    for (id, r) in ids.iter().zip(each(|id, _| vec!["delete".into(), "--force".into(), id.into()])) {
+        assert_eq!(r.code, 0, "delete {id}: {}", r.stderr);
+    }
+    for id in &ids {
+        assert_host_clean(&t.root, id, &b.dir);
+    }
+}
+
+/// 20 commands at once on one ID (creates, starts, execs, kills, states, deletes): each one
+/// succeeds or fails with one error line that names the container, none panics; exactly one
+/// create wins; the state afterwards is readable and `delete --force` leaves nothing.
+#[test]
+fn twenty_concurrent_commands_on_one_id_succeed_or_name_the_conflict() {
+    let t = Tally::new();
+    let mut b = Bundle::busybox("conflict");
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    let bundle = b.dir.to_str().unwrap().to_string();
+    let id = "conflict";
+    for round in 0..3 {
+        let commands: Vec<Vec<&str>> = (0..20)
+            .map(|i| match i % 6 {
+                0 => vec!["create", "--bundle", &bundle, id],
+                1 => vec!["start", id],
+                2 => vec!["exec", id, "true"],
+                3 => vec!["kill", id, "KILL"],
+                4 => vec!["state", id],
+                _ => vec!["delete", id],
+            })
+            .collect();
+        let results: Vec<Ran> = std::thread::scope(|s| {
+            let handles: Vec<_> = commands
+                .iter()
+                .map(|args| {
+                    let t = &t;
+                    s.spawn(move || bounded(t, args))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let mut creates_won = 0;
+        for (args, r) in commands.iter().zip(&results) {
+            if r.code == 0 {
+                creates_won += usize::from(args[0] == "create");
+                continue;
+            }
+            assert_clear_failure(r, &format!("round {round}: {args:?}"));
+            assert!(r.stderr.contains(id), "round {round}: {args:?}: the error names the container: {}", r.stderr);
+        }
+        assert!(creates_won <= 1, "round {round}: {creates_won} creates of one ID succeeded");
+        if t.root.join(id).exists() {
+            let state = bounded(&t, &["state", id]);
+            if state.code == 0 {
+                let v: Value = serde_json::from_str(&state.stdout).expect("state is JSON");
+                assert_eq!(v["id"], id);
+            }
+        }
+        let r = bounded(&t, &["delete", "--force", id]);
+        assert_eq!(r.code, 0, "round {round}: {}", r.stderr);
+        assert_host_clean(&t.root, id, &b.dir);
+    }
+}

@@ -33,6 +33,12 @@ pub(super) fn delete_with(
             let spec_path = dir.config().ok().and_then(|c| c.linux().as_ref()?.cgroups_path().clone());
             if let Ok(path) = cgroups::container_path(spec_path.as_deref(), id) {
                 if let Ok(cg) = Cgroup::open(&path, false, id) {
+                    // An init that got as far as the cgroup ends itself once its channel to the
+                    // dead create closes; it may not have yet.
+                    for pid in cg.pids().unwrap_or_default() {
+                        // SAFETY: kill takes a pid and a signal number.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
                     let _ = cg.remove();
                 }
             }
