@@ -10,7 +10,7 @@ TALLY       := target/$(TARGET)/release/tally
 SANDBOX     := hack/cgroup-sandbox.sh
 SKIP_LOG    := target/skipped-tests.txt
 
-.PHONY: all deps build test unit-test integration-test vm-test e2e demo bench lint clean
+.PHONY: all deps build test unit-test integration-test vm-test e2e fuzz fuzz-ci demo bench lint clean
 
 all: build
 
@@ -21,8 +21,9 @@ build: deps
 	$(STATIC_ENV) cargo build --release --locked --target $(TARGET) -p tally
 
 # Unit tests (no containers), then the container tests on the host inside the cgroup sandbox,
-# then the same tests and the cgroup v2 ones in the VM, then Podman and containerd driving tally.
-test: unit-test integration-test vm-test e2e
+# then the same tests and the cgroup v2 ones in the VM, then Podman and containerd driving tally,
+# then each fuzz target for 60 s.
+test: unit-test integration-test vm-test e2e fuzz-ci
 	@if [ -s $(SKIP_LOG) ]; then echo "== skipped tests (reason):"; sort -u $(SKIP_LOG); fi
 
 unit-test: deps
@@ -40,6 +41,15 @@ vm-test: build
 e2e: build
 	TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) hack/e2e/run.sh $(TALLY)
 
+# libFuzzer on the config path and the annotation parser (hack/fuzz.sh): 60 s each in `make
+# test`, FUZZ_SECONDS (default 900) each here.
+FUZZ_SECONDS ?= 900
+fuzz-ci: deps
+	hack/fuzz.sh 60
+
+fuzz: deps
+	hack/fuzz.sh $(FUZZ_SECONDS)
+
 demo: build
 	hack/demo.sh $(TALLY)
 
@@ -48,7 +58,9 @@ bench: build
 
 lint:
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
 	cargo clippy --locked --workspace --all-targets -- -D warnings
+	CARGO_TARGET_DIR=target/fuzz-lint cargo clippy --locked --manifest-path fuzz/Cargo.toml --bins -- -D warnings
 
 clean:
 	cargo clean

@@ -60,14 +60,56 @@ impl Bundle {
 /// Translates `org.tally.beancounter.*` annotations into the OCI fields that enforce them
 /// (see tally_beancounters::annotations); the config the runtime goes on with is the result.
 fn beancounter_settings(data: &[u8]) -> Result<Vec<u8>, (String, String)> {
-    let mut config: serde_json::Value =
-        serde_json::from_slice(data).map_err(|e| ("config".to_string(), e.to_string()))?;
     let v2 = crate::cgroups::available_controllers().0;
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
+    translate_annotations(data, v2, page)
+}
+
+fn translate_annotations(data: &[u8], v2: bool, page: u64) -> Result<Vec<u8>, (String, String)> {
+    let mut config: serde_json::Value =
+        serde_json::from_slice(data).map_err(|e| ("config".to_string(), e.to_string()))?;
     tally_beancounters::annotations::apply(&mut config, v2, page)
         .map_err(|e| (format!("annotations[\"{}\"]", e.annotation), e.message))?;
     Ok(serde_json::to_vec(&config).expect("JSON serializes"))
+}
+
+fn named(field: &str, e: &dyn std::fmt::Display) -> (String, String) {
+    (field.to_string(), e.to_string())
+}
+
+/// The whole config path of `create` short of making anything: annotation translation,
+/// parsing, validation, and the plan of what the container process would do with it (mount
+/// options, device nodes, the seccomp filter, the cgroup path), for a host with or without
+/// pure cgroup v2 and the given page size. It opens no file (namespace paths to join are not
+/// opened) and is what the fuzz targets drive. `Ok` carries the number of mounts planned.
+pub fn check_config(data: &[u8], v2: bool, page: u64) -> Result<usize, (String, String)> {
+    let translated;
+    let data = match tally_beancounters::annotations::mentioned(data) {
+        true => {
+            translated = translate_annotations(data, v2, page)?;
+            &translated[..]
+        }
+        false => data,
+    };
+    let spec = parse_spec(data)?;
+    validate(&spec).map_err(|(field, message)| (field.to_string(), message))?;
+    crate::rootfs::check_propagation(&spec).map_err(|e| named("linux.rootfsPropagation", &e))?;
+    let mounts = spec.mounts().as_deref().unwrap_or_default();
+    for m in mounts {
+        crate::rootfs::options::parse(m.options().as_deref().unwrap_or_default())
+            .map_err(|e| named("mounts.options", &e))?;
+    }
+    let linux = spec.linux().as_ref().expect("validated");
+    for d in linux.devices().iter().flatten() {
+        crate::rootfs::device_node(d).map_err(|e| named("linux.devices", &e))?;
+    }
+    if let Some(cfg) = linux.seccomp() {
+        crate::security::seccomp::compile(cfg).map_err(|e| named("linux.seccomp", &e))?;
+    }
+    crate::cgroups::container_path(linux.cgroups_path().as_deref(), "check")
+        .map_err(|e| named("linux.cgroupsPath", &e))?;
+    Ok(mounts.len())
 }
 
 /// Parses config.json, naming the JSON path of the first value that does not fit the spec.
@@ -81,7 +123,7 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(data: &[u8]) -> Result<T, (Str
     let de = &mut serde_json::Deserializer::from_slice(data);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = e.path().to_string();
-        let field = if field == "." { "config".to_string() } else { field };
+        let field = if field == "." || field.is_empty() { "config".to_string() } else { field };
         let mut message = e.into_inner().to_string();
         // oci-spec words an unknown capability as "no variant for X (converted to Y)".
         if field.contains("capabilities") {
@@ -220,6 +262,20 @@ mod tests {
         v["linux"]["namespaces"] = serde_json::json!([{"type": "mount"}, {"type": "bogus"}]);
         let err = check(v).unwrap_err();
         assert!(err.starts_with("linux.namespaces[1].type"), "{err}");
+    }
+
+    #[test]
+    fn the_config_path_is_checked_without_making_anything() {
+        let mut v = minimal();
+        v["mounts"] = serde_json::json!([{"destination": "/tmp", "type": "tmpfs", "options": ["nosuid", "size=1m"]}]);
+        assert_eq!(check_config(&serde_json::to_vec(&v).unwrap(), true, 4096), Ok(1));
+        v["mounts"][0]["options"] = serde_json::json!(["idmap=bogus=1"]);
+        v["annotations"] = serde_json::json!({"org.tally.beancounter.numproc": "0"});
+        let (field, _) = check_config(&serde_json::to_vec(&v).unwrap(), true, 4096).unwrap_err();
+        assert!(field.contains("org.tally.beancounter.numproc"), "{field}");
+        v["annotations"] = serde_json::json!({});
+        v["linux"]["devices"] = serde_json::json!([{"path": "rel", "type": "c", "major": 1, "minor": 3}]);
+        assert_eq!(check_config(&serde_json::to_vec(&v).unwrap(), true, 4096).unwrap_err().0, "linux.devices");
     }
 
     #[test]

@@ -20,6 +20,11 @@ use oci_spec::runtime::Spec;
 pub use cgroupfs::own_cgroups;
 pub use resolve::Root;
 
+/// A `linux.devices` entry checked as the container's init would make it.
+pub fn device_node(d: &oci_spec::runtime::LinuxDevice) -> Result<(), RootfsError> {
+    devices::from_spec(d).map(drop).map_err(RootfsError::from)
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RootfsError {
     #[error(transparent)]
