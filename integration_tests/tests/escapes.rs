@@ -92,6 +92,8 @@ fn the_host_binary_cannot_be_overwritten_through_proc_pid_exe() {
 
 /// CVE-2022-29162 class: the inheritable and ambient sets are empty unless the config names
 /// them, for the init and for exec'd processes, as root and as another user.
+/// Against a deliberately broken build that filled an absent inheritable set from the bounding
+/// set (runc's bug) the init's CapInh was 0000000020000420.
 #[test]
 fn inheritable_and_ambient_capabilities_are_empty_unless_configured() {
     let t = Tally::new();
@@ -121,8 +123,15 @@ fn inheritable_and_ambient_capabilities_are_empty_unless_configured() {
     t.assert_clean(id, &b);
 }
 
+/// Whether the working directory is the directory its path names inside the container: a cwd
+/// on a leaked host directory reads as "/" or "(unreachable)/..." but is another inode.
+const CWD_INSIDE: &str = r#"c=$(readlink /proc/self/cwd); a=$(stat -c %d:%i .)
+    b=$(stat -c %d:%i "$c" 2>/dev/null); [ "$a" = "$b" ] && echo "inside $c" || echo "outside $c""#;
+
 /// CVE-2024-21626 class: a cwd of `/proc/self/fd/N` must not land outside the container, at
-/// create or at exec; and no fd of the init or of an exec'd process is a directory.
+/// create or at exec; and no fd of the init or of an exec'd process is a directory. Against a
+/// build that leaked a host directory fd into the init (a deliberately broken build, as runc
+/// leaked a cgroup fd) both the cwd check and the fd listing failed.
 #[test]
 fn a_cwd_through_proc_self_fd_never_leaves_the_container() {
     let t = Tally::new();
@@ -131,10 +140,10 @@ fn a_cwd_through_proc_self_fd_never_leaves_the_container() {
     for n in 3..64 {
         b.edit(|c| {
             c["process"]["cwd"] = json!(format!("/proc/self/fd/{n}"));
-            c["process"]["args"] = json!(["sh", "-c", "readlink /proc/self/cwd; ls .. >/dev/null && pwd"]);
+            c["process"]["args"] = json!(["sh", "-c", CWD_INSIDE]);
         });
         let r = t.run_container(id, &b);
-        assert!(!r.stdout.contains("unreachable") && !r.stdout.contains("/run/"), "cwd fd {n}: {}", r.stdout);
+        assert!(!r.stdout.contains("outside"), "cwd fd {n}: {}", r.stdout);
         t.assert_clean(id, &b);
     }
     b.edit(|c| {
@@ -154,8 +163,8 @@ fn a_cwd_through_proc_self_fd_never_leaves_the_container() {
     assert_eq!(dir_fds(pid), Vec::<String>::new(), "the created init holds directories");
     t.run(&["start", id]).ok();
     for n in 3..64 {
-        let r = t.run(&["exec", "--cwd", &format!("/proc/self/fd/{n}"), id, "sh", "-c", "readlink /proc/self/cwd"]);
-        assert!(!r.stdout.contains("unreachable") && !r.stdout.contains("/run/"), "exec cwd fd {n}: {}", r.stdout);
+        let r = t.run(&["exec", "--cwd", &format!("/proc/self/fd/{n}"), id, "sh", "-c", CWD_INSIDE]);
+        assert!(!r.stdout.contains("outside"), "exec cwd fd {n}: {}", r.stdout);
     }
     let r = t
         .run(&["exec", id, "sh", "-c", "ls -l /proc/self/fd/ | grep -v -e pipe: -e /dev/ -e socket: -e /proc/ ; true"])
@@ -168,6 +177,8 @@ fn a_cwd_through_proc_self_fd_never_leaves_the_container() {
 /// CVE-2021-30465 / CVE-2024-45310 classes: mount destinations, masked and read-only paths
 /// that are symlinks out of the rootfs (absolute, and `..` chains) resolve inside it; the host
 /// directory they name is neither mounted on nor written.
+/// Against a deliberately broken build whose destination walk let the host resolve the path,
+/// `m1` and `m2` appeared in the host directory.
 #[test]
 fn symlinks_at_mount_destinations_and_protected_paths_stay_in_the_rootfs() {
     let host = std::env::temp_dir().join(unique("tally-escape-host"));
@@ -405,6 +416,8 @@ fn mounts_over_proc_files_are_refused_and_proc_writes_land_in_procfs() {
 /// times. Every create either succeeds or names the mount; nothing outside the rootfs is made,
 /// mounted on or changed. Destinations resolve through openat2 RESOLVE_IN_ROOT and are
 /// mounted through the resolved fd, so there is no window between check and use to win.
+/// Against a deliberately broken build (lookups without RESOLVE_IN_ROOT) the race made `new`
+/// in the host directory.
 #[test]
 fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
     let host = std::env::temp_dir().join(unique("tally-escape-race-host"));
