@@ -475,3 +475,60 @@ fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
     fs::remove_dir_all(&host).unwrap();
     fs::remove_dir_all(&volume).unwrap();
 }
+
+/// CVE-2025-31133 class, raced: a second container that shares the first one's image keeps
+/// swapping its /dev/null and a masked and a read-only path between links to a host file and
+/// plain files while the first is created, 100 times. Each create succeeds or fails with an
+/// error; the host file and its directory never change (device nodes are made in a directory
+/// fd, masks bind the host's verified /dev/null, protected paths are resolved once, in the root).
+#[test]
+fn dev_null_and_protected_paths_swapped_during_create_redirect_nothing() {
+    let host = std::env::temp_dir().join(unique("tally-escape-devrace"));
+    fs::create_dir_all(&host).unwrap();
+    let canary = host.join("canary");
+    fs::write(&canary, "canary\n").unwrap();
+    let t = Tally::new();
+    let mut victim = image_dev_bundle("esc-devrace");
+    victim.edit(|c| {
+        c["linux"]["maskedPaths"].as_array_mut().unwrap().push(json!("/masked-x"));
+        c["linux"]["readonlyPaths"].as_array_mut().unwrap().push(json!("/ro-x"));
+    });
+    let mut racer = Bundle::busybox("esc-devracer");
+    let swap = format!(
+        r#"cd /victim; i=0; while :; do
+             for f in dev/null masked-x ro-x; do rm -rf $f; ln -s {c} $f; done
+             for f in dev/null masked-x ro-x; do rm -rf $f; ln -s ../../../../../..{c} $f; done
+             for f in dev/null masked-x ro-x; do rm -rf $f; echo plain > $f; done
+             i=$((i+1)); echo $i > /rounds
+           done"#,
+        c = canary.display()
+    );
+    racer.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({
+            "destination": "/victim", "type": "bind", "source": victim.rootfs(), "options": ["rbind"]
+        }));
+        c["process"]["args"] = json!(["sh", "-c", swap]);
+    });
+    t.run_to_files(&["run", "-d", "--bundle", racer.dir.to_str().unwrap(), "esc-devracer"]).ok();
+    wait_for_file(&racer.rootfs().join("rounds"));
+    let (mut made, mut refused) = (0, 0);
+    for i in 0..100 {
+        let id = format!("esc-devrace-{i}");
+        let r = t.create(&id, &victim);
+        if r.code == 0 {
+            made += 1;
+            t.run(&["delete", "--force", &id]).ok();
+        } else {
+            refused += 1;
+            assert!(r.stderr.starts_with("tally: error:"), "{}", r.stderr);
+        }
+        t.assert_clean(&id, &victim);
+        assert_eq!(fs::read_to_string(&canary).unwrap(), "canary\n", "round {i}: the host file changed");
+    }
+    let rounds = fs::read_to_string(racer.rootfs().join("rounds")).unwrap();
+    t.run(&["delete", "--force", "esc-devracer"]).ok();
+    t.assert_clean("esc-devracer", &racer);
+    assert_eq!(fs::read_dir(&host).unwrap().count(), 1, "the host directory changed");
+    eprintln!("100 creates under the /dev race: {made} made, {refused} refused; {} rounds of swaps", rounds.trim());
+    fs::remove_dir_all(&host).unwrap();
+}
