@@ -4,10 +4,13 @@
 //! process that opens that link while the process runs can reopen it for writing once no tally
 //! runs any more, and overwrite the host's binary.
 //!
-//! So the commands that put processes into containers first re-execute tally from a sealed
-//! memfd copy of itself: `/proc/PID/exe` then names that copy, which no one can write (the
-//! kernel refuses writes to a memfd sealed with F_SEAL_WRITE), and the host's file is never
-//! mapped by a process in a container.
+//! So the commands that put processes into containers first re-execute tally from a handle on
+//! its binary that cannot be written: `/proc/PID/exe` then names that, and the host's file is
+//! never reachable for writing through a process in a container. The handle is, first choice,
+//! the binary seen through a private read-only overlayfs (a detached mount nobody else can
+//! reach; no upper layer, so every open for writing fails with EROFS), which costs two mounts
+//! and shares the binary's page cache; where overlayfs is not available, a memfd copy sealed
+//! with F_SEAL_WRITE, which costs a copy of the whole binary on every call.
 
 use std::ffi::{CString, OsString};
 use std::fs::File;
@@ -17,20 +20,104 @@ use std::os::unix::ffi::OsStringExt;
 
 const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
-fn is_sealed(f: &impl AsRawFd) -> bool {
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+const FSOPEN_CLOEXEC: libc::c_uint = 1;
+const FSCONFIG_SET_STRING: libc::c_uint = 1;
+const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
+const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
+
+/// Whether the running binary is already one of the two unwritable handles.
+fn is_protected(f: &File) -> bool {
     // SAFETY: F_GET_SEALS takes no argument; on a file that is not a memfd it fails (EINVAL).
     let seals = unsafe { libc::fcntl(f.as_raw_fd(), libc::F_GET_SEALS) };
-    seals >= 0 && seals & libc::F_SEAL_WRITE != 0
+    if seals >= 0 && seals & libc::F_SEAL_WRITE != 0 {
+        return true;
+    }
+    let overlay = nix::sys::statfs::fstatfs(f).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC);
+    let read_only =
+        nix::sys::statvfs::fstatvfs(f).is_ok_and(|s| s.flags().contains(nix::sys::statvfs::FsFlags::ST_RDONLY));
+    overlay && read_only
 }
 
-/// Re-executes this process, with the same arguments and environment, from a sealed memfd
-/// copy of its binary. Returns only on failure; returns Ok at once when already sealed. The
-/// caller's fds (none of tally's yet) are inherited as they are.
+fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel has just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// A detached mount of `fstype` with the given string options, read-only.
+fn detached_mount(fstype: &std::ffi::CStr, options: &[(&std::ffi::CStr, &std::ffi::CStr)]) -> io::Result<OwnedFd> {
+    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
+    let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+    for (key, value) in options {
+        // SAFETY: FSCONFIG_SET_STRING takes a NUL-terminated key and value.
+        let rc = unsafe {
+            libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
+        };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument.
+    let rc = unsafe {
+        libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), 0, 0)
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
+    // SAFETY: fsmount takes the context fd, flags and attributes by value.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+}
+
+/// The binary seen through a private overlayfs whose only layers are its directory and an
+/// empty tmpfs (overlayfs wants two lower layers when it has no upper one). O_PATH: execveat
+/// takes it as it is.
+fn overlay_handle() -> io::Result<OwnedFd> {
+    let exe = std::fs::read_link("/proc/self/exe")?;
+    let (Some(dir), Some(name)) = (exe.parent(), exe.file_name()) else {
+        return Err(io::ErrorKind::NotFound.into());
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    // `:` separates layers and `,` options; a directory named with them is left to the memfd.
+    if dir.iter().any(|b| matches!(b, b':' | b',' | b'\\'))
+        || exe.as_os_str().as_encoded_bytes().ends_with(b" (deleted)")
+    {
+        return Err(io::ErrorKind::InvalidInput.into());
+    }
+    let empty = detached_mount(c"tmpfs", &[])?;
+    let mut lower = dir.to_vec();
+    lower.extend_from_slice(format!(":/proc/self/fd/{}", empty.as_raw_fd()).as_bytes());
+    let lower = CString::new(lower).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let overlay = detached_mount(c"overlay", &[(c"lowerdir", &lower)])?;
+    let name = CString::new(name.as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: overlay is an open mount fd and name a valid C string.
+    let fd =
+        unsafe { libc::openat(overlay.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    owned(fd as libc::c_long)
+}
+
+/// Re-executes this process, with the same arguments and environment, from an unwritable
+/// handle on its binary. Returns only on failure; returns Ok at once when already running from
+/// one. The caller's fds (none of tally's yet) are inherited as they are.
 pub fn reexec_sealed(args: &[OsString]) -> io::Result<()> {
     let mut exe = File::open("/proc/self/exe")?;
-    if is_sealed(&exe) {
+    if is_protected(&exe) {
         return Ok(());
     }
+    let handle = match overlay_handle() {
+        Ok(fd) => fd,
+        Err(_) => sealed_copy(&mut exe)?,
+    };
+    execveat(&handle, args)
+}
+
+/// A memfd copy of the binary, sealed against every change.
+fn sealed_copy(exe: &mut File) -> io::Result<OwnedFd> {
     // SAFETY: a valid C string and flags; memfd_create returns a new fd or -1.
     let raw = unsafe { libc::memfd_create(c"tally".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) };
     if raw < 0 {
@@ -39,11 +126,15 @@ pub fn reexec_sealed(args: &[OsString]) -> io::Result<()> {
     // SAFETY: memfd_create just returned this fd and nothing else owns it.
     let memfd = unsafe { OwnedFd::from_raw_fd(raw) };
     let mut copy = File::from(memfd);
-    io::copy(&mut exe, &mut copy)?;
+    io::copy(exe, &mut copy)?;
     // SAFETY: F_ADD_SEALS takes an int set of seals.
     if unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_ADD_SEALS, SEALS) } != 0 {
         return Err(io::Error::last_os_error());
     }
+    Ok(copy.into())
+}
+
+fn execveat(program: &OwnedFd, args: &[OsString]) -> io::Result<()> {
     let to_c = |s: OsString| CString::new(s.into_vec()).map_err(|_| io::Error::other("NUL in an argument"));
     let argv: Vec<CString> = args.iter().cloned().map(to_c).collect::<io::Result<_>>()?;
     let envp: Vec<CString> = std::env::vars_os()
@@ -58,12 +149,12 @@ pub fn reexec_sealed(args: &[OsString]) -> io::Result<()> {
     argv_p.push(std::ptr::null());
     let mut envp_p: Vec<*const libc::c_char> = envp.iter().map(|e| e.as_ptr()).collect();
     envp_p.push(std::ptr::null());
-    // SAFETY: the fd is a sealed executable memfd; argv and envp are NULL-terminated arrays of
-    // C strings that outlive the call, which only returns on failure.
+    // SAFETY: the fd names an executable file; argv and envp are NULL-terminated arrays of C
+    // strings that outlive the call, which only returns on failure.
     unsafe {
         libc::syscall(
             libc::SYS_execveat,
-            copy.as_raw_fd(),
+            program.as_raw_fd(),
             c"".as_ptr(),
             argv_p.as_ptr(),
             envp_p.as_ptr(),
