@@ -31,7 +31,7 @@ done
 cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
 # In the guest: every test binary against /payload/tally; a summary; failure if any failed.
-export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped
+export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped TALLY_IN_VM=1
 failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")

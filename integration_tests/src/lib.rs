@@ -58,6 +58,17 @@ pub fn skip(test: &str, reason: &str) {
     }
 }
 
+/// How many rounds a stress test runs: `full` on the host; `vm` in the software-emulated test
+/// VM (hack/vm-test.sh sets TALLY_IN_VM), where each container costs about ten times as much
+/// and memory is small. The reduction is logged with the skipped tests, so it is never silent.
+pub fn rounds(test: &str, full: usize, vm: usize) -> usize {
+    if std::env::var_os("TALLY_IN_VM").is_none() {
+        return full;
+    }
+    skip(test, &format!("ran {vm} of its {full} rounds in the emulated VM (the full count runs on the host)"));
+    vm
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique name for this test process and call: container IDs, temp dirs.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use integration_tests::{tally_bin, unique, wait_for_file, Bundle, Tally};
+use integration_tests::{rounds, tally_bin, unique, wait_for_file, Bundle, Tally};
 use serde_json::json;
 
 /// A private copy of the binary under test: an attack that works must not destroy the tally
@@ -453,7 +453,8 @@ fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
     });
     let before = fs::read_to_string("/proc/self/mountinfo").unwrap();
     let (mut made, mut refused) = (0, 0);
-    for i in 0..200 {
+    let n = rounds("a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount", 200, 20);
+    for i in 0..n {
         let id = format!("esc-victim-{i}");
         let r = t.create(&id, &b);
         if r.code == 0 {
@@ -465,7 +466,7 @@ fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
         }
         t.assert_clean(&id, &b);
     }
-    let rounds = fs::read_to_string(volume.join("rounds")).unwrap();
+    let swapped = fs::read_to_string(volume.join("rounds")).unwrap();
     t.run(&["delete", "--force", "esc-racer"]).ok();
     t.assert_clean("esc-racer", &racer);
     let after = fs::read_to_string("/proc/self/mountinfo").unwrap();
@@ -473,7 +474,10 @@ fn a_volume_swapped_for_links_by_a_second_container_never_redirects_a_mount() {
     let entries: Vec<_> = fs::read_dir(&host).unwrap().flatten().map(|e| e.file_name()).collect();
     assert_eq!(entries, vec![std::ffi::OsString::from("secret")], "the host directory changed");
     assert_eq!(fs::read_to_string(host.join("secret")).unwrap(), "host\n");
-    eprintln!("200 creates under the race: {made} made, {refused} refused; the racer swapped {} rounds", rounds.trim());
+    eprintln!(
+        "{n} creates under the race: {made} made, {refused} refused; the racer swapped {} rounds",
+        swapped.trim()
+    );
     fs::remove_dir_all(&host).unwrap();
     fs::remove_dir_all(&volume).unwrap();
 }
@@ -514,7 +518,8 @@ fn dev_null_and_protected_paths_swapped_during_create_redirect_nothing() {
     t.run_to_files(&["run", "-d", "--bundle", racer.dir.to_str().unwrap(), "esc-devracer"]).ok();
     wait_for_file(&racer.rootfs().join("rounds"));
     let (mut made, mut refused) = (0, 0);
-    for i in 0..100 {
+    let n = rounds("dev_null_and_protected_paths_swapped_during_create_redirect_nothing", 100, 10);
+    for i in 0..n {
         let id = format!("esc-devrace-{i}");
         let r = t.create(&id, &victim);
         if r.code == 0 {
@@ -527,10 +532,10 @@ fn dev_null_and_protected_paths_swapped_during_create_redirect_nothing() {
         t.assert_clean(&id, &victim);
         assert_eq!(fs::read_to_string(&canary).unwrap(), "canary\n", "round {i}: the host file changed");
     }
-    let rounds = fs::read_to_string(racer.rootfs().join("rounds")).unwrap();
+    let swapped = fs::read_to_string(racer.rootfs().join("rounds")).unwrap();
     t.run(&["delete", "--force", "esc-devracer"]).ok();
     t.assert_clean("esc-devracer", &racer);
     assert_eq!(fs::read_dir(&host).unwrap().count(), 1, "the host directory changed");
-    eprintln!("100 creates under the /dev race: {made} made, {refused} refused; {} rounds of swaps", rounds.trim());
+    eprintln!("{n} creates under the /dev race: {made} made, {refused} refused; {} rounds of swaps", swapped.trim());
     fs::remove_dir_all(&host).unwrap();
 }

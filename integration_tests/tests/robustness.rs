@@ -5,7 +5,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use integration_tests::{assert_host_clean, cgroup_dirs_named, tally_bin, unique, Bundle, Ran, Tally};
+use integration_tests::{assert_host_clean, cgroup_dirs_named, rounds, tally_bin, unique, Bundle, Ran, Tally};
 use serde_json::{json, Value};
 
 /// Runs tally with the output in files and a 10 s bound: a hang is a failure, not a stuck test.
@@ -313,7 +313,7 @@ fn tally_killed_at_random_moments_leaves_nothing_after_delete_force() {
     let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     eprintln!("fault injection seed {seed}; command durations {window:?}");
     let mut rng = Rng(seed);
-    for i in 0..50 {
+    for i in 0..rounds("tally_killed_at_random_moments_leaves_nothing_after_delete_force", 50, 12) {
         let id = format!("fault-{i}");
         let op = i % 4;
         let micros = window[op].as_micros() as usize * 3 / 2;
@@ -351,7 +351,8 @@ fn a_hundred_parallel_creates_all_succeed_and_leave_nothing() {
     let t = Tally::new();
     let mut b = Bundle::busybox("parallel");
     b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
-    let ids: Vec<String> = (0..100).map(|i| format!("par-{i}")).collect();
+    let n = rounds("a_hundred_parallel_creates_all_succeed_and_leave_nothing", 100, 20);
+    let ids: Vec<String> = (0..n).map(|i| format!("par-{i}")).collect();
     let each = |args: fn(&str, &str) -> Vec<String>| {
         std::thread::scope(|s| {
             let handles: Vec<_> = ids
@@ -396,7 +397,7 @@ fn twenty_concurrent_commands_on_one_id_succeed_or_name_the_conflict() {
     b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
     let bundle = b.dir.to_str().unwrap().to_string();
     let id = "conflict";
-    for round in 0..3 {
+    for round in 0..rounds("twenty_concurrent_commands_on_one_id_succeed_or_name_the_conflict", 3, 1) {
         let commands: Vec<Vec<&str>> = (0..20)
             .map(|i| match i % 6 {
                 0 => vec!["create", "--bundle", &bundle, id],

@@ -12,11 +12,13 @@
 //! and shares the binary's page cache; where overlayfs is not available, a memfd copy sealed
 //! with F_SEAL_WRITE, which costs a copy of the whole binary on every call.
 
+use std::ffi::OsStr;
 use std::ffi::{CString, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStringExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::Path;
 
 const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
@@ -89,11 +91,26 @@ fn overlay_handle() -> io::Result<OwnedFd> {
     {
         return Err(io::ErrorKind::InvalidInput.into());
     }
-    let empty = detached_mount(c"tmpfs", &[])?;
-    let mut lower = dir.to_vec();
-    lower.extend_from_slice(format!(":/proc/self/fd/{}", empty.as_raw_fd()).as_bytes());
-    let lower = CString::new(lower).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let overlay = detached_mount(c"overlay", &[(c"lowerdir", &lower)])?;
+    // The second layer: /dev, which is always mounted and never holds the binary's directory;
+    // the binary's directory is the top layer, so /dev's entries hide nothing, and the merged
+    // root is reachable only through this process's mount fd. Failing that, an empty detached
+    // tmpfs (kernels before 6.3 or so refuse a detached mount as a layer, and log "failed to
+    // clone lowerpath", hence not first).
+    let with_second = |second: &str| -> io::Result<OwnedFd> {
+        if Path::new(OsStr::from_bytes(dir)).starts_with(second) {
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let mut lower = dir.to_vec();
+        lower.push(b':');
+        lower.extend_from_slice(second.as_bytes());
+        let lower = CString::new(lower).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        detached_mount(c"overlay", &[(c"lowerdir", &lower)])
+    };
+    let overlay = with_second("/dev").or_else(|_| {
+        let empty = detached_mount(c"tmpfs", &[])?;
+        with_second(&format!("/proc/self/fd/{}", empty.as_raw_fd()))
+    });
+    let overlay = overlay?;
     let name = CString::new(name.as_encoded_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: overlay is an open mount fd and name a valid C string.
     let fd =
