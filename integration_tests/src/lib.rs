@@ -69,6 +69,28 @@ pub fn rounds(test: &str, full: usize, vm: usize) -> usize {
     vm
 }
 
+/// Receives one fd and its payload (up to 64 KiB) sent with SCM_RIGHTS on `sock`: the pty
+/// master of `--console-socket`, the seccomp listener with the state.
+pub fn recv_fd(sock: std::os::fd::RawFd) -> (std::os::fd::OwnedFd, Vec<u8>) {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::FromRawFd;
+    let mut buf = vec![0u8; 65536];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).unwrap();
+    let mut fd = None;
+    for c in msg.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(fds) = c {
+            fd = fds.first().copied();
+        }
+    }
+    let n = msg.bytes;
+    let fd = fd.expect("an fd sent with SCM_RIGHTS");
+    buf.truncate(n);
+    // SAFETY: the kernel just installed this fd in our table; nothing else owns it.
+    (unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) }, buf)
+}
+
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 /// A unique name for this test process and call: container IDs, temp dirs.

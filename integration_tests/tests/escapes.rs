@@ -235,25 +235,8 @@ fn a_fork_bomb_under_a_pids_limit_is_contained() {
 
 /// Receives the pty master `create --console-socket` sends, so the container keeps a terminal.
 fn accept_master(listener: &std::os::unix::net::UnixListener) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd, FromRawFd, RawFd};
     let (conn, _) = listener.accept().unwrap();
-    let mut buf = [0u8; 256];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
-    let msg = nix::sys::socket::recvmsg::<()>(
-        conn.as_raw_fd(),
-        &mut iov,
-        Some(&mut space),
-        nix::sys::socket::MsgFlags::empty(),
-    )
-    .unwrap();
-    for c in msg.cmsgs().unwrap() {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel gave this fd to us alone.
-            return unsafe { std::os::fd::OwnedFd::from_raw_fd(fds[0]) };
-        }
-    }
-    panic!("no fd came over the console socket");
+    integration_tests::recv_fd(std::os::fd::AsRawFd::as_raw_fd(&conn)).0
 }
 
 /// A bundle whose image /dev is used as it is (no tmpfs over it), so what the image plants

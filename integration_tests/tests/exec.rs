@@ -3,12 +3,11 @@
 //! leaves the container as it was when it fails.
 
 use std::fs;
-use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixListener;
 use std::process::Stdio;
 
-use integration_tests::{Bundle, Tally};
+use integration_tests::{recv_fd, Bundle, Tally};
 use serde_json::json;
 
 /// A running container whose init sleeps, with the given config changes.
@@ -272,21 +271,6 @@ fn exec_joins_a_user_namespace_container_as_its_mapped_root() {
     finish(&t, id, &b);
 }
 
-fn recv_fd(sock: RawFd) -> OwnedFd {
-    let mut buf = [0u8; 256];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let msg =
-        nix::sys::socket::recvmsg::<()>(sock, &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).unwrap();
-    for c in msg.cmsgs().unwrap() {
-        if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-            // SAFETY: the kernel gave this fd to us alone.
-            return unsafe { OwnedFd::from_raw_fd(fds[0]) };
-        }
-    }
-    panic!("no fd came over the console socket");
-}
-
 #[test]
 fn a_tty_exec_gets_a_pty_whose_master_goes_to_the_console_socket() {
     let t = Tally::new();
@@ -303,7 +287,7 @@ fn a_tty_exec_gets_a_pty_whose_master_goes_to_the_console_socket() {
         .spawn()
         .unwrap();
     let (conn, _) = listener.accept().unwrap();
-    let master = recv_fd(conn.as_raw_fd());
+    let (master, _) = recv_fd(conn.as_raw_fd());
     let mut out = Vec::new();
     let mut buf = [0u8; 256];
     loop {

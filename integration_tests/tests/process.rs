@@ -3,16 +3,15 @@
 //! exactly the fds the caller asked to pass on.
 
 use std::fs;
-use std::io::{IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use integration_tests::{Bundle, Tally};
-use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use integration_tests::{recv_fd, Bundle, Tally};
 use serde_json::json;
 
 #[test]
@@ -120,24 +119,6 @@ fn home_comes_from_etc_passwd_when_the_config_has_none() {
     t.assert_clean("proc-home-nobody", &b);
 }
 
-/// Receives one fd (and its payload) sent with SCM_RIGHTS on `sock`.
-fn recv_fd(sock: RawFd) -> (OwnedFd, String) {
-    let mut buf = [0u8; 4096];
-    let mut iov = [IoSliceMut::new(&mut buf)];
-    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
-    let msg = recvmsg::<()>(sock, &mut iov, Some(&mut cmsg), MsgFlags::MSG_CMSG_CLOEXEC).unwrap();
-    let mut fd = None;
-    for c in msg.cmsgs().unwrap() {
-        if let ControlMessageOwned::ScmRights(fds) = c {
-            fd = fds.first().copied();
-        }
-    }
-    let n = msg.bytes;
-    let fd = fd.expect("an fd sent with SCM_RIGHTS");
-    // SAFETY: the kernel just installed this fd in our table; nothing else owns it.
-    (unsafe { OwnedFd::from_raw_fd(fd) }, String::from_utf8_lossy(&buf[..n]).into_owned())
-}
-
 /// Reads from a pty master until `want` shows up, EOF/EIO (no slave left), or 10 s.
 fn read_pty(master: &OwnedFd, want: &str) -> String {
     let mut out = Vec::new();
@@ -177,6 +158,7 @@ fn a_terminal_is_a_pty_whose_master_goes_to_the_console_socket() {
     .ok();
     let (conn, _) = listener.accept().unwrap();
     let (master, name) = recv_fd(conn.as_raw_fd());
+    let name = String::from_utf8_lossy(&name).into_owned();
     assert_eq!(name, "/dev/pts/0", "the payload names the pty inside the container");
     t.run(&["start", "proc-tty"]).ok();
     // The master is the container's keyboard as well as its screen.

@@ -132,8 +132,7 @@ fn a_profile_seen_before_is_loaded_from_the_cache_with_the_same_effect() {
 
 #[test]
 fn a_notify_rule_hands_the_syscall_to_the_listener_which_answers_it() {
-    use std::io::IoSliceMut;
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::fd::AsRawFd;
     use std::os::unix::net::UnixListener;
 
     let t = Tally::new();
@@ -154,27 +153,8 @@ fn a_notify_rule_hands_the_syscall_to_the_listener_which_answers_it() {
     // The agent: take the state and the fd, then answer every notification with EACCES.
     let agent = std::thread::spawn(move || {
         let (conn, _) = listener.accept().unwrap();
-        let mut buf = vec![0u8; 65536];
-        let mut space = nix::cmsg_space!([RawFd; 1]);
-        let (n, fd) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let msg = nix::sys::socket::recvmsg::<()>(
-                conn.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                nix::sys::socket::MsgFlags::empty(),
-            )
-            .unwrap();
-            let mut fd = None;
-            for c in msg.cmsgs().unwrap() {
-                if let nix::sys::socket::ControlMessageOwned::ScmRights(fds) = c {
-                    // SAFETY: the kernel gave this fd to us alone.
-                    fd = Some(unsafe { OwnedFd::from_raw_fd(fds[0]) });
-                }
-            }
-            (msg.bytes, fd.expect("the notify fd came with the state"))
-        };
-        let doc: Value = serde_json::from_slice(&buf[..n]).unwrap();
+        let (fd, buf) = integration_tests::recv_fd(conn.as_raw_fd());
+        let doc: Value = serde_json::from_slice(&buf).unwrap();
         let mut answered = 0;
         loop {
             // A blocked NOTIF_RECV is not woken when the last filtered task exits (kernel 6.1
