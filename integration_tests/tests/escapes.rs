@@ -522,3 +522,48 @@ fn dev_null_and_protected_paths_swapped_during_create_redirect_nothing() {
     eprintln!("{n} creates under the /dev race: {made} made, {refused} refused; {} rounds of swaps", swapped.trim());
     fs::remove_dir_all(&host).unwrap();
 }
+
+/// The other two ways into the tally binary from inside (CVE-2019-5736 class): the created
+/// init, still tally until `start`, seen from a process exec'd into the created container; and
+/// a `#!/proc/self/exe` script run as the exec'd program, whose interpreter the kernel takes
+/// from the exec'ing tally process. The init is not dumpable, so its /proc/1/exe cannot be
+/// opened; the script gets tally run from the protected handle (its usage error proves it ran);
+/// the host binary stays as it was.
+/// Against a deliberately broken build without the init's PR_SET_DUMPABLE this still passed:
+/// the init's capability change before it waits for `start` already resets its dumpability
+/// (fs.suid_dumpable is 0), a second layer; the protected handle is the third.
+#[test]
+fn the_created_init_and_a_proc_self_exe_script_expose_no_host_binary() {
+    let bin = binary_copy();
+    let before = fs::read(&bin).unwrap();
+    let t = Tally::new();
+    let id = "esc-init-exe";
+    let mut b = Bundle::busybox(id);
+    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    fs::write(b.rootfs().join("evil"), "#!/proc/self/exe\n").unwrap();
+    fs::set_permissions(b.rootfs().join("evil"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let root = t.root.clone();
+    let status = Command::new(&bin)
+        .arg("--root")
+        .arg(&root)
+        .args(["create", "--bundle", b.dir.to_str().unwrap(), id])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let probe =
+        "readlink /proc/1/exe || echo no-link; cat /proc/1/exe > /dev/null 2>&1 && echo readable || echo closed";
+    let (code, out, err) = run(&bin, &root, &["exec", id, "sh", "-c", probe]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("no-link") && out.contains("closed"), "the created init's exe is reachable: {out}");
+    let (code, out, err) = run(&bin, &root, &["exec", id, "/evil"]);
+    assert_ne!(code, 0, "tally as the script's interpreter exits with its usage error: {out}");
+    assert!(err.contains("Usage") || err.contains("error"), "tally ran: {err}");
+    assert!(fs::read(&bin).unwrap() == before, "the host's tally binary changed");
+    let (code, _, err) = run(&bin, &root, &["delete", "--force", id]);
+    assert_eq!(code, 0, "{err}");
+    t.assert_clean(id, &b);
+    fs::remove_file(&bin).unwrap();
+}
