@@ -122,7 +122,7 @@ pub fn apply(config: &mut Json, v2: bool, page: u64) -> Result<(), AnnotationErr
 
 /// The object at `path`, made when missing; a value of another type there is an error (the
 /// config would not parse anyway, and it must not be silently replaced).
-fn obj<'a>(v: &'a mut Json, path: &[&str]) -> Result<&'a mut Map<String, Json>, String> {
+pub(crate) fn obj<'a>(v: &'a mut Json, path: &[&str]) -> Result<&'a mut Map<String, Json>, String> {
     let mut cur = v;
     for (i, p) in path.iter().enumerate() {
         let map =
@@ -133,7 +133,7 @@ fn obj<'a>(v: &'a mut Json, path: &[&str]) -> Result<&'a mut Map<String, Json>, 
 }
 
 /// Sets `map[key]` to `value` unless the config already has a different one.
-fn set(map: &mut Map<String, Json>, key: &str, value: Json, field: &str) -> Result<(), String> {
+pub(crate) fn set(map: &mut Map<String, Json>, key: &str, value: Json, field: &str) -> Result<(), String> {
     match map.get(key) {
         Some(old) if *old != value => Err(format!("contradicts {field} = {old} in the config (it would be {value})")),
         _ => {

@@ -8,6 +8,7 @@ pub mod ledger;
 pub mod model;
 pub mod sampler;
 pub mod table;
+pub mod vz;
 
 pub use collect::{cgroup_rows, collect, Layout, MaxHeld, Target};
 pub use model::{Beancounters, Row, Value};

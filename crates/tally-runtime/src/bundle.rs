@@ -38,8 +38,8 @@ impl Bundle {
         let config_path = dir.join("config.json");
         let mut data =
             fs::read(&config_path).map_err(|source| BundleError::ReadConfig { path: config_path.clone(), source })?;
-        if tally_beancounters::annotations::mentioned(&data) {
-            data = beancounter_settings(&data).map_err(|(field, message)| BundleError::Parse {
+        if tally_beancounters::annotations::mentioned(&data) || tally_beancounters::vz::mentioned(&data) {
+            data = beancounter_settings(&data, &dir).map_err(|(field, message)| BundleError::Parse {
                 path: config_path.clone(),
                 field,
                 message,
@@ -59,19 +59,58 @@ impl Bundle {
 
 /// Translates `org.tally.beancounter.*` annotations into the OCI fields that enforce them
 /// (see tally_beancounters::annotations); the config the runtime goes on with is the result.
-fn beancounter_settings(data: &[u8]) -> Result<Vec<u8>, (String, String)> {
+/// So are the `org.tally.vz.*` CPU and I/O settings (tally_beancounters::vz).
+fn beancounter_settings(data: &[u8], dir: &Path) -> Result<Vec<u8>, (String, String)> {
     let v2 = crate::cgroups::available_controllers().0;
     // SAFETY: sysconf only reads a system constant.
     let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(1) as u64;
-    translate_annotations(data, v2, page)
+    translate_annotations(data, v2, page, Some(dir))
 }
 
-fn translate_annotations(data: &[u8], v2: bool, page: u64) -> Result<Vec<u8>, (String, String)> {
+fn translate_annotations(data: &[u8], v2: bool, page: u64, dir: Option<&Path>) -> Result<Vec<u8>, (String, String)> {
     let mut config: serde_json::Value =
         serde_json::from_slice(data).map_err(|e| ("config".to_string(), e.to_string()))?;
-    tally_beancounters::annotations::apply(&mut config, v2, page)
-        .map_err(|e| (format!("annotations[\"{}\"]", e.annotation), e.message))?;
+    let named =
+        |e: tally_beancounters::annotations::AnnotationError| (format!("annotations[\"{}\"]", e.annotation), e.message);
+    if tally_beancounters::annotations::mentioned(data) {
+        tally_beancounters::annotations::apply(&mut config, v2, page).map_err(named)?;
+    }
+    if tally_beancounters::vz::mentioned(data) {
+        let device = match dir {
+            Some(dir) => rootfs_block_device(dir, &config),
+            None => Err("the rootfs's block device is not known without a bundle".into()),
+        };
+        tally_beancounters::vz::apply(&mut config, v2, device).map_err(named)?;
+    }
     Ok(serde_json::to_vec(&config).expect("JSON serializes"))
+}
+
+/// The whole disk that holds the rootfs (a partition's parent, from /sys/dev/block), for the
+/// I/O limits: the kernel throttles whole disks. Overlay, tmpfs and btrfs roots have no block
+/// device of their own, which is an error naming the rootfs.
+fn rootfs_block_device(dir: &Path, config: &serde_json::Value) -> Result<tally_beancounters::vz::Device, String> {
+    use std::os::unix::fs::MetadataExt;
+    let root = config["root"]["path"].as_str().ok_or("the config has no root.path")?;
+    let root = dir.join(root);
+    let dev = fs::metadata(&root).map_err(|e| format!("rootfs {}: {e}", root.display()))?.dev();
+    let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
+    let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
+    if major == 0 || !sys.exists() {
+        return Err(format!(
+            "the rootfs {} is on a filesystem without a block device of its own (device {major}:{minor}), \
+             so there is no disk to throttle",
+            root.display()
+        ));
+    }
+    let disk = match sys.join("partition").exists() {
+        true => fs::read_to_string(sys.join("../dev")).map_err(|e| format!("{}: {e}", sys.join("../dev").display()))?,
+        false => format!("{major}:{minor}"),
+    };
+    let (ma, mi) = disk.trim().split_once(':').ok_or_else(|| format!("{} reads {disk:?}", sys.display()))?;
+    match (ma.parse(), mi.parse()) {
+        (Ok(major), Ok(minor)) => Ok(tally_beancounters::vz::Device { major, minor }),
+        _ => Err(format!("{} reads {disk:?}", sys.display())),
+    }
 }
 
 fn named(field: &str, e: &dyn std::fmt::Display) -> (String, String) {
@@ -85,9 +124,9 @@ fn named(field: &str, e: &dyn std::fmt::Display) -> (String, String) {
 /// opened) and is what the fuzz targets drive. `Ok` carries the number of mounts planned.
 pub fn check_config(data: &[u8], v2: bool, page: u64) -> Result<usize, (String, String)> {
     let translated;
-    let data = match tally_beancounters::annotations::mentioned(data) {
+    let data = match tally_beancounters::annotations::mentioned(data) || tally_beancounters::vz::mentioned(data) {
         true => {
-            translated = translate_annotations(data, v2, page)?;
+            translated = translate_annotations(data, v2, page, None)?;
             &translated[..]
         }
         false => data,

@@ -11,7 +11,7 @@ use crate::security::{capabilities, seccomp};
 
 /// Annotations whose values change what the runtime does, and so must not be taken from
 /// untrusted image configs (the spec's `potentiallyUnsafeConfigAnnotations`).
-const UNSAFE_ANNOTATIONS: &[&str] = &[tally_beancounters::annotations::PREFIX];
+const UNSAFE_ANNOTATIONS: &[&str] = &[tally_beancounters::annotations::PREFIX, tally_beancounters::vz::PREFIX];
 
 pub fn document() -> Value {
     let (v2_only, controllers) = crate::cgroups::available_controllers();
@@ -65,6 +65,13 @@ pub fn document() -> Value {
             "org.tally.beancounter.resources": tally_beancounters::annotations::RESOURCES
                 .iter()
                 .map(|(r, _)| *r)
+                .collect::<Vec<_>>()
+                .join(","),
+            // The OpenVZ CPU and I/O settings, the same way.
+            "org.tally.vz.prefix": tally_beancounters::vz::PREFIX,
+            "org.tally.vz.settings": tally_beancounters::vz::SETTINGS
+                .iter()
+                .map(|(n, _, _)| *n)
                 .collect::<Vec<_>>()
                 .join(","),
         },

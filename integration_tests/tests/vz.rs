@@ -1,0 +1,118 @@
+//! OpenVZ's CPU and I/O settings as `org.tally.vz.*` annotations: translated at create into the
+//! OCI fields that carry them and, through those, into the container's cgroup; bad values and
+//! contradictions are errors naming the annotation, and nothing is left behind.
+
+use std::fs;
+use std::path::PathBuf;
+
+use integration_tests::{cgroup_dirs_named, skip, Bundle, Tally};
+use serde_json::json;
+
+/// The file `name` in whichever of the container's cgroup directories has it.
+fn cgroup_file(id: &str, name: &str) -> Option<String> {
+    cgroup_dirs_named(id).iter().map(|d| d.join(name)).find(|p| p.exists()).map(|p| fs::read_to_string(p).unwrap())
+}
+
+#[test]
+fn cpuunits_cpulimit_ioprio_and_iolimit_reach_the_cgroup() {
+    let t = Tally::new();
+    let id = "vz-cpu";
+    let mut b = Bundle::busybox(id);
+    // The VM's test files live in its initramfs (no disk): the I/O limits are tested where
+    // the rootfs has one.
+    let dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(b.rootfs()).unwrap());
+    let has_disk = PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).exists();
+    if !has_disk {
+        skip("cpuunits_cpulimit_ioprio_and_iolimit_reach_the_cgroup", "iolimit/iopslimit: the rootfs has no disk here");
+    }
+    b.edit(|c| {
+        c["process"]["args"] = json!(["sleep", "300"]);
+        c["annotations"] = json!({"org.tally.vz.cpuunits": "3000", "org.tally.vz.cpulimit": "25"});
+        if has_disk {
+            c["annotations"]["org.tally.vz.iolimit"] = json!("1048576");
+            c["annotations"]["org.tally.vz.iopslimit"] = json!("100");
+        }
+    });
+    t.create(id, &b).ok();
+    // A hybrid host has a v2 directory without controllers too: the v1 cpu file decides.
+    let v1 = cgroup_file(id, "cpu.shares").is_some();
+    if !v1 {
+        // cgroup v2: cpuunits / 10 as cpu.weight (linear, as vzctl's units), the quota as cpu.max.
+        assert_eq!(cgroup_file(id, "cpu.weight").unwrap().trim(), "300");
+        assert_eq!(cgroup_file(id, "cpu.max").unwrap().trim(), "25000 100000");
+        let io = cgroup_file(id, "io.max").unwrap_or_default();
+        assert!(!has_disk || io.contains("rbps=1048576 wbps=1048576 riops=100 wiops=100"), "io.max: {io}");
+    } else {
+        assert_eq!(cgroup_file(id, "cpu.shares").unwrap().trim(), "3072");
+        assert_eq!(cgroup_file(id, "cpu.cfs_quota_us").unwrap().trim(), "25000");
+        assert_eq!(cgroup_file(id, "cpu.cfs_period_us").unwrap().trim(), "100000");
+        let bps = cgroup_file(id, "blkio.throttle.write_bps_device").unwrap_or_default();
+        let iops = cgroup_file(id, "blkio.throttle.read_iops_device").unwrap_or_default();
+        assert!(!has_disk || bps.trim().ends_with(" 1048576"), "blkio.throttle.write_bps_device: {bps}");
+        assert!(!has_disk || iops.trim().ends_with(" 100"), "blkio.throttle.read_iops_device: {iops}");
+    }
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}
+
+#[test]
+fn ioprio_sets_the_block_io_weight_where_the_kernel_has_one() {
+    let t = Tally::new();
+    let id = "vz-ioprio";
+    let mut b = Bundle::busybox(id);
+    b.edit(|c| c["annotations"] = json!({"org.tally.vz.ioprio": "6"}));
+    t.create(id, &b).ok();
+    // BFQ's blkio.bfq.weight on cgroup v1 (CFQ's blkio.weight went with CFQ), io.weight on
+    // v2: only in non-root cgroups, so looked for in the container's.
+    let weight = ["blkio.weight", "blkio.bfq.weight", "io.weight"].into_iter().find_map(|f| cgroup_file(id, f));
+    match weight {
+        // v1: 100 per step from 100; v2's io.weight: 20 per step from 20 ("default 140").
+        Some(got) => assert!(got.contains("700") || got.contains("140"), "the weight: {got}"),
+        None => skip(
+            "ioprio_sets_the_block_io_weight_where_the_kernel_has_one",
+            "no proportional I/O scheduler (no weight file) on this host",
+        ),
+    }
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}
+
+#[test]
+fn bad_values_and_contradictions_name_the_annotation_and_leave_nothing() {
+    let t = Tally::new();
+    let id = "vz-bad";
+    let mut b = Bundle::busybox(id);
+    for (annotations, needles) in [
+        (json!({"org.tally.vz.cpuunits": "0"}), vec!["org.tally.vz.cpuunits", "out of range"]),
+        (json!({"org.tally.vz.ioprio": "9"}), vec!["org.tally.vz.ioprio", "out of range (0..7)"]),
+        (json!({"org.tally.vz.cpulimit": "half"}), vec!["org.tally.vz.cpulimit", "not a whole number"]),
+        (json!({"org.tally.vz.cpuspeed": "1"}), vec!["org.tally.vz.cpuspeed", "unknown setting"]),
+    ] {
+        b.edit(|c| c["annotations"] = annotations.clone());
+        t.create(id, &b).fails_with(&needles);
+        t.assert_clean(id, &b);
+    }
+    b.edit(|c| {
+        c["annotations"] = json!({"org.tally.vz.cpuunits": "1000"});
+        c["linux"]["resources"]["cpu"] = json!({"shares": 512});
+    });
+    t.create(id, &b).fails_with(&["org.tally.vz.cpuunits", "linux.resources.cpu.shares"]);
+    t.assert_clean(id, &b);
+}
+
+#[test]
+fn an_io_limit_on_a_rootfs_without_a_block_device_is_an_error_naming_it() {
+    let t = Tally::new();
+    let id = "vz-tmpfs";
+    let mut b = Bundle::busybox(id);
+    // /dev/shm is a tmpfs: no disk under it to throttle.
+    let root = PathBuf::from("/dev/shm").join(integration_tests::unique("tally-vz-root"));
+    fs::create_dir_all(&root).unwrap();
+    b.edit(|c| {
+        c["root"]["path"] = json!(root);
+        c["annotations"] = json!({"org.tally.vz.iolimit": "1048576"});
+    });
+    t.create(id, &b).fails_with(&["org.tally.vz.iolimit", "without a block device", root.to_str().unwrap()]);
+    t.assert_clean(id, &b);
+    fs::remove_dir_all(&root).unwrap();
+}
