@@ -116,3 +116,32 @@ fn an_io_limit_on_a_rootfs_without_a_block_device_is_an_error_naming_it() {
     t.assert_clean(id, &b);
     fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn update_takes_the_same_names_on_a_running_container() {
+    let t = Tally::new();
+    let id = "vz-update";
+    let mut b = Bundle::busybox(id);
+    b.edit(|c| {
+        c["process"]["args"] = json!(["sleep", "300"]);
+        c["annotations"] = json!({"org.tally.vz.cpuunits": "1000"});
+    });
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    t.run(&["update", "--cpuunits", "2000", "--cpulimit", "50", id]).ok();
+    let v1 = cgroup_file(id, "cpu.shares").is_some();
+    if v1 {
+        assert_eq!(cgroup_file(id, "cpu.shares").unwrap().trim(), "2048");
+        assert_eq!(cgroup_file(id, "cpu.cfs_quota_us").unwrap().trim(), "50000");
+    } else {
+        assert_eq!(cgroup_file(id, "cpu.weight").unwrap().trim(), "200");
+        assert_eq!(cgroup_file(id, "cpu.max").unwrap().trim(), "50000 100000");
+    }
+    t.run(&["update", "--ioprio", "9", id]).fails_with(&["--ioprio", "out of range (0..7)"]);
+    t.run(&["update", "--cpuunits", "1000", "--cpu-share", "512", id])
+        .fails_with(&["--cpuunits", "linux.resources.cpu.shares"]);
+    // A refused update changes nothing.
+    let weight = if v1 { cgroup_file(id, "cpu.shares") } else { cgroup_file(id, "cpu.weight") };
+    assert_eq!(weight.unwrap().trim(), if v1 { "2048" } else { "200" });
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}

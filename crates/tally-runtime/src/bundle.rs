@@ -89,10 +89,14 @@ fn translate_annotations(data: &[u8], v2: bool, page: u64, dir: Option<&Path>) -
 /// I/O limits: the kernel throttles whole disks. Overlay, tmpfs and btrfs roots have no block
 /// device of their own, which is an error naming the rootfs.
 fn rootfs_block_device(dir: &Path, config: &serde_json::Value) -> Result<tally_beancounters::vz::Device, String> {
-    use std::os::unix::fs::MetadataExt;
     let root = config["root"]["path"].as_str().ok_or("the config has no root.path")?;
-    let root = dir.join(root);
-    let dev = fs::metadata(&root).map_err(|e| format!("rootfs {}: {e}", root.display()))?.dev();
+    block_device_of(&dir.join(root))
+}
+
+/// The whole disk that holds `root`, as `rootfs_block_device` explains.
+pub(crate) fn block_device_of(root: &Path) -> Result<tally_beancounters::vz::Device, String> {
+    use std::os::unix::fs::MetadataExt;
+    let dev = fs::metadata(root).map_err(|e| format!("rootfs {}: {e}", root.display()))?.dev();
     let (major, minor) = (libc::major(dev) as u64, libc::minor(dev) as u64);
     let sys = PathBuf::from(format!("/sys/dev/block/{major}:{minor}"));
     if major == 0 || !sys.exists() {

@@ -155,6 +155,24 @@ pub struct UpdateArgs {
     pub memory_swap: Option<String>,
     #[arg(long = "pids-limit", allow_hyphen_values = true)]
     pub pids_limit: Option<i64>,
+    /// OpenVZ CPU weight, 8-500000 (vzctl's default 1000); docs/beancounters.md
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpuunits: Option<String>,
+    /// OpenVZ CPU limit, percent of one CPU (0 = none)
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpulimit: Option<String>,
+    /// OpenVZ: the number of CPUs the container may use in total
+    #[arg(long, allow_hyphen_values = true)]
+    pub cpus: Option<String>,
+    /// OpenVZ I/O priority, 0-7 (default 4)
+    #[arg(long, allow_hyphen_values = true)]
+    pub ioprio: Option<String>,
+    /// OpenVZ I/O bandwidth limit on the rootfs's disk, bytes/s
+    #[arg(long, allow_hyphen_values = true)]
+    pub iolimit: Option<String>,
+    /// OpenVZ I/O operations limit on the rootfs's disk, ops/s
+    #[arg(long, allow_hyphen_values = true)]
+    pub iopslimit: Option<String>,
     /// Container ID
     pub id: String,
 }

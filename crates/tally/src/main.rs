@@ -179,6 +179,17 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 memory_reservation: a.memory_reservation,
                 memory_swap: a.memory_swap,
                 pids_limit: a.pids_limit,
+                vz: [
+                    ("cpuunits", a.cpuunits),
+                    ("cpulimit", a.cpulimit),
+                    ("cpus", a.cpus),
+                    ("ioprio", a.ioprio),
+                    ("iolimit", a.iolimit),
+                    ("iopslimit", a.iopslimit),
+                ]
+                .into_iter()
+                .filter_map(|(name, v)| Some((name, v?)))
+                .collect(),
             };
             lifecycle::update(&root, &a.id, a.resources.as_deref(), &flags)?;
         }

@@ -19,6 +19,8 @@ pub enum UpdateError {
     Parse { path: PathBuf, field: String, message: String },
     #[error("--{flag} {value:?}: {message}")]
     Flag { flag: &'static str, value: String, message: &'static str },
+    #[error("--{flag}: {message}")]
+    Vz { flag: String, message: String },
 }
 
 /// runc's individual `update` flags; sizes are strings with an optional k/m/g/t suffix.
@@ -38,6 +40,9 @@ pub struct UpdateFlags {
     pub memory_reservation: Option<String>,
     pub memory_swap: Option<String>,
     pub pids_limit: Option<i64>,
+    /// OpenVZ's settings by name (`cpuunits`, `cpulimit`, `cpus`, `ioprio`, `iolimit`,
+    /// `iopslimit`), translated as the `org.tally.vz.*` annotations are at create.
+    pub vz: Vec<(&'static str, String)>,
 }
 
 pub fn update(
@@ -64,6 +69,9 @@ pub fn update(
         merge(&mut change, doc);
     }
     merge(&mut change, &from_flags);
+    if !flags.vz.is_empty() {
+        change = with_vz_settings(change, &flags.vz, &state.rootfs)?;
+    }
 
     crate::cgroups::check_controllers(&change)?;
     let before = state.resources.clone().unwrap_or_default();
@@ -92,6 +100,29 @@ pub fn update(
     state.resources = Some(merged);
     dir.save(&state)?;
     Ok(())
+}
+
+/// The OpenVZ settings of `update`, translated onto the rest of the change (so `--cpu-share`
+/// with `--cpuunits` is the same contradiction it is in a config).
+fn with_vz_settings(
+    change: LinuxResources,
+    settings: &[(&'static str, String)],
+    rootfs: &std::path::Path,
+) -> Result<LinuxResources, UpdateError> {
+    use tally_beancounters::vz;
+    let resources = serde_json::to_value(&change).expect("resources serialize");
+    let mut doc = serde_json::json!({"annotations": {}, "linux": {"resources": resources}});
+    for (name, value) in settings {
+        doc["annotations"][format!("{}{name}", vz::PREFIX)] = serde_json::json!(value);
+    }
+    let v2 = crate::cgroups::available_controllers().0;
+    vz::apply(&mut doc, v2, bundle::block_device_of(rootfs)).map_err(|e| UpdateError::Vz {
+        flag: e.annotation.trim_start_matches(vz::PREFIX).to_string(),
+        message: e.message,
+    })?;
+    bundle::parse_json(&serde_json::to_vec(&doc["linux"]["resources"]).expect("JSON serializes")).map_err(
+        |(field, message)| UpdateError::Vz { flag: "resources".into(), message: format!("{field}: {message}") },
+    )
 }
 
 fn read_resources(path: &std::path::Path) -> Result<LinuxResources, UpdateError> {
