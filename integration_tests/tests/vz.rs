@@ -145,3 +145,88 @@ fn update_takes_the_same_names_on_a_running_container() {
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, &b);
 }
+
+/// CPU time a container's cgroup has used (cgroup v2 cpu.stat), in µs.
+fn usage_usec(id: &str) -> u64 {
+    let stat = cgroup_file(id, "cpu.stat").expect("cpu.stat");
+    stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse().ok()).expect("usage_usec")
+}
+
+/// A busy-looping container pinned to CPU 0, started, with the given vz annotations.
+fn busy(t: &Tally, id: &str, annotations: serde_json::Value) -> Bundle {
+    let mut b = Bundle::busybox(id);
+    b.edit(|c| {
+        c["annotations"] = annotations;
+        c["linux"]["resources"]["cpu"] = json!({"cpus": "0"});
+        c["process"]["args"] = json!(["sh", "-c", "while :; do :; done"]);
+    });
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    b
+}
+
+/// The CPU measurements pin their loops to CPU 0: one at a time, or each measures the other.
+static CPU0: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn needs_v2(test: &str) -> bool {
+    let v2 = integration_tests::cgroup_host() == integration_tests::CgroupHost::V2;
+    if !v2 {
+        skip(test, "needs pure cgroup v2 with the cpu and cpuset controllers: runs in the VM (make vm-test)");
+    }
+    v2
+}
+
+/// vzctl's promise: CPU time in proportion to cpuunits. Two CPU-bound containers on one CPU
+/// at 1000 and 3000 get about 1:3 of it (within 15 %).
+#[test]
+fn cpuunits_1000_and_3000_share_one_cpu_about_one_to_three() {
+    if !needs_v2("cpuunits_1000_and_3000_share_one_cpu_about_one_to_three") {
+        return;
+    }
+    let _cpu0 = CPU0.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Tally::new();
+    let a = busy(&t, "vz-share-a", json!({"org.tally.vz.cpuunits": "1000"}));
+    let b = busy(&t, "vz-share-b", json!({"org.tally.vz.cpuunits": "3000"}));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let (a0, b0) = (usage_usec("vz-share-a"), usage_usec("vz-share-b"));
+    std::thread::sleep(std::time::Duration::from_secs(6));
+    let (a1, b1) = (usage_usec("vz-share-a"), usage_usec("vz-share-b"));
+    let ratio = (b1 - b0) as f64 / (a1 - a0).max(1) as f64;
+    eprintln!("cpuunits 3000 : 1000 got {ratio:.2} : 1 of one CPU ({} µs : {} µs)", b1 - b0, a1 - a0);
+    assert!((2.55..=3.45).contains(&ratio), "ratio {ratio:.2}, not 3 within 15 %");
+    for (id, bundle) in [("vz-share-a", &a), ("vz-share-b", &b)] {
+        t.run(&["delete", "--force", id]).ok();
+        t.assert_clean(id, bundle);
+    }
+}
+
+/// cpulimit 25 holds a busy loop at a quarter of one CPU (25 % ± 5). "One CPU" is what an
+/// unlimited busy loop gets on CPU 0 in the same place just before: in the emulated VM a vCPU
+/// may not get a whole host core.
+#[test]
+fn cpulimit_25_holds_a_busy_loop_at_a_quarter_of_a_cpu() {
+    if !needs_v2("cpulimit_25_holds_a_busy_loop_at_a_quarter_of_a_cpu") {
+        return;
+    }
+    let _cpu0 = CPU0.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Tally::new();
+    let rate = |id: &str| {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let (u0, t0) = (usage_usec(id), std::time::Instant::now());
+        std::thread::sleep(std::time::Duration::from_secs(4));
+        (usage_usec(id) - u0) as f64 / t0.elapsed().as_micros() as f64
+    };
+    let reference = busy(&t, "vz-limit-ref", json!({}));
+    let whole = rate("vz-limit-ref");
+    t.run(&["delete", "--force", "vz-limit-ref"]).ok();
+    t.assert_clean("vz-limit-ref", &reference);
+    let id = "vz-limit";
+    let b = busy(&t, id, json!({"org.tally.vz.cpulimit": "25"}));
+    let share = rate(id) / whole * 100.0;
+    eprintln!(
+        "cpulimit 25: the busy loop got {share:.1} % of one CPU (an unlimited one got {:.1} % of wall time)",
+        whole * 100.0
+    );
+    assert!((20.0..=30.0).contains(&share), "{share:.1} % of one CPU, not 25 ± 5");
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}

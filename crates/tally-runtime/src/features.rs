@@ -108,7 +108,8 @@ mod tests {
         assert!(d["linux"]["seccomp"]["actions"].as_array().unwrap().contains(&json!("SCMP_ACT_NOTIFY")));
         assert!(d["mountOptions"].as_array().unwrap().contains(&json!("bind")));
         assert!(d["linux"]["capabilities"].as_array().unwrap().contains(&json!("CAP_SYS_ADMIN")));
-        assert_eq!(d["potentiallyUnsafeConfigAnnotations"], json!(["org.tally.beancounter."]));
+        assert_eq!(d["potentiallyUnsafeConfigAnnotations"], json!(["org.tally.beancounter.", "org.tally.vz."]));
+        assert!(d["annotations"]["org.tally.vz.settings"].as_str().unwrap().contains("cpuunits"));
         assert!(d["annotations"]["org.tally.beancounter.resources"].as_str().unwrap().contains("numproc"));
         // The probes, on any kernel tally supports (5.12 and later): TSYNC is accepted, the
         // build's architecture is known, and mount_setattr exists for the recursive options.
