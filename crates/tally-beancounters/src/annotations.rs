@@ -97,16 +97,7 @@ pub fn mentioned(raw: &[u8]) -> bool {
 /// Translates every beancounter annotation of `config` into OCI fields. `v2` says whether the
 /// host has pure cgroup v2 (memory.high, swap, memory.min need it).
 pub fn apply(config: &mut Json, v2: bool, page: u64) -> Result<(), AnnotationError> {
-    let annotations: Vec<(String, String)> = config
-        .get("annotations")
-        .and_then(|a| a.as_object())
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.starts_with(PREFIX))
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let annotations = with_prefix(config, PREFIX);
     for (key, value) in annotations {
         let err = |message: String| AnnotationError { annotation: key.clone(), message };
         let resource = &key[PREFIX.len()..];
@@ -118,6 +109,16 @@ pub fn apply(config: &mut Json, v2: bool, page: u64) -> Result<(), AnnotationErr
         translate(config, resource, s, v2, page).map_err(err)?;
     }
     Ok(())
+}
+
+/// The config's annotations whose keys start with `prefix`, as (key, value); a value that is
+/// not a string reads as empty, which every parser refuses by name.
+pub(crate) fn with_prefix(config: &Json, prefix: &str) -> Vec<(String, String)> {
+    let Some(map) = config.get("annotations").and_then(|a| a.as_object()) else { return Vec::new() };
+    map.iter()
+        .filter(|(k, _)| k.starts_with(prefix))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+        .collect()
 }
 
 /// The object at `path`, made when missing; a value of another type there is an error (the

@@ -7,7 +7,7 @@
 
 use serde_json::{json, Value as Json};
 
-use crate::annotations::{obj, set, AnnotationError};
+use crate::annotations::{obj, set, with_prefix, AnnotationError};
 
 pub const PREFIX: &str = "org.tally.vz.";
 
@@ -84,16 +84,7 @@ fn parse(name: &str, text: &str, min: u64, max: u64) -> Result<u64, String> {
 /// says whether the host has pure cgroup v2 (the weights are then written as v2 values).
 pub fn apply(config: &mut Json, v2: bool, rootfs_device: Result<Device, String>) -> Result<(), AnnotationError> {
     let mut values = std::collections::BTreeMap::new();
-    let given: Vec<(String, String)> = config
-        .get("annotations")
-        .and_then(|a| a.as_object())
-        .map(|m| {
-            m.iter()
-                .filter(|(k, _)| k.starts_with(PREFIX))
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let given = with_prefix(config, PREFIX);
     for (key, text) in &given {
         let err = |message: String| AnnotationError { annotation: key.clone(), message };
         let name = &key[PREFIX.len()..];
