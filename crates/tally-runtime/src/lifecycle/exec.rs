@@ -124,6 +124,10 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         sub_cgroup: opts.cgroup.as_deref(),
         frozen,
         timeout: spawn::SETUP_TIMEOUT,
+    })
+    .map_err(|source| {
+        let stopped = crate::proc_info::liveness(state.pid, state.pid_start_time) == crate::proc_info::Liveness::Gone;
+        LifecycleError::ExecInto { id: id.to_string(), source, stopped }
     })?;
     if let Some(p) = &opts.pid_file {
         if let Err(e) = write_pid_file(p, pid) {

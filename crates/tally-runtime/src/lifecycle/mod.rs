@@ -66,6 +66,10 @@ pub enum LifecycleError {
     PidFile { path: std::path::PathBuf, source: std::io::Error },
     #[error("container {id}: start: {source}")]
     Start { id: String, source: std::io::Error },
+    /// The process could not join the container: often because the container ended meanwhile
+    /// (a concurrent kill or delete), which then closes the setup channel.
+    #[error("container {id}: exec: {source}{}", if *.stopped { " (the container stopped meanwhile)" } else { "" })]
+    ExecInto { id: String, source: SpawnError, stopped: bool },
 }
 
 /// A document named on the command line: a file, or standard input for `-` (as containerd
