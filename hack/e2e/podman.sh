@@ -33,18 +33,28 @@ export CONTAINERS_CONF="$work/containers.conf"
 ledger=/run/tally/.beancounters-ledger.jsonl
 had_root=$([ -d /run/tally ] && echo yes || echo no)
 ledger_lines=$(cat "$ledger" 2>/dev/null | wc -l)
-# With cgroupfs, Podman puts conmon in libpod_parent/conmon and never removes it: this run's
-# copies go at the end, unless the host had them before.
-had_libpod=$(find /sys/fs/cgroup -maxdepth 2 -type d -name libpod_parent 2>/dev/null | head -1)
+# With cgroupfs, Podman puts conmon in libpod_parent/conmon and never removes it. Whatever of
+# it is empty goes, at the end and first of all (a run killed half-way, as a session's end
+# kills it, leaves them; rmdir removes only a cgroup no process is in, so another Podman's
+# live ones stay). Memory is hidden by the sandbox: there they are plain tmpfs directories.
+libpod_dirs() {
+  find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -type d -path '*/libpod_parent*' 2>/dev/null |
+    while read -r d; do [ "$(stat -f -c %T "$d")" = tmpfs ] || echo "$d"; done
+}
+remove_libpod() {
+  libpod_dirs | sort -r | while read -r d; do rmdir "$d" 2>/dev/null; done
+}
+remove_libpod
 podman() {
   command podman --root "$work/storage" --runroot "$work/run" --tmpdir "$work/tmp" \
     --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally" "$@"
 }
 cleanup() {
   podman rm --force --all >/dev/null 2>&1
-  if [ -z "$had_libpod" ]; then
-    find /sys/fs/cgroup -mindepth 2 -maxdepth 4 -depth -type d -path '*/libpod_parent*' -exec rmdir {} \; 2>/dev/null
-  fi
+  # conmon outlives its container by a moment, and holds libpod_parent/conmon until it exits.
+  i=0
+  while pgrep -f "conmon.*$work" >/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+  remove_libpod
   if [ "$had_root" = no ]; then
     rm -rf /run/tally
   elif [ -f "$ledger" ]; then
@@ -146,11 +156,8 @@ expect_eq "no libpod cgroup of the test remains" "" "$(find /sys/fs/cgroup -maxd
 cleanup
 trap - EXIT
 expect_eq "no conmon remains" "" "$(pgrep -f "conmon.*$work" || true)"
-if [ -z "$had_libpod" ]; then
-  # (Directories conmon made in the sandbox's own tmpfs, where memory is hidden, are not
-  # cgroups and vanish with the sandbox.)
-  left=$(find /sys/fs/cgroup -maxdepth 2 -type d -name libpod_parent 2>/dev/null | while read -r d; do
-    [ "$(stat -f -c %T "$d")" = tmpfs ] || echo "$d"; done)
-  expect_eq "no libpod_parent cgroup remains" "" "$left"
-fi
+# Any libpod_parent cgroup left now is this run's (the first remove_libpod took the old
+# empty ones), unless some process is still in it.
+left=$(libpod_dirs | while read -r d; do [ -n "$(cat "$d/cgroup.procs" 2>/dev/null)" ] || echo "$d"; done)
+expect_eq "no empty libpod_parent cgroup remains" "" "$left"
 finish podman
