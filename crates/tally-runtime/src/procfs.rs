@@ -7,7 +7,7 @@
 //! RESOLVE_NO_XDEV, which refuses to cross any mount on the way.
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -24,36 +24,15 @@ pub enum ProcfsError {
 
 /// procfs's root directory inode number (PROC_ROOT_INO).
 const PROC_ROOT_INO: u64 = 1;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
 
 /// A handle on the root of a procfs whose pid namespace is the caller's.
 pub struct ProcFs {
     fd: OwnedFd,
 }
 
-fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel has just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-}
-
 /// A new procfs instance for the caller's pid namespace, as a detached mount.
 fn private_instance() -> io::Result<OwnedFd> {
-    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
-    let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, c"proc".as_ptr(), FSOPEN_CLOEXEC) })?;
-    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), 0, 0)
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fsmount takes the context fd and flags by value; it returns a new fd or -1.
-    owned(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, 0) })
+    crate::sys::detached_mount(c"proc", &[], 0)
 }
 
 fn is_procfs(fd: &OwnedFd) -> io::Result<bool> {
@@ -94,9 +73,12 @@ impl ProcFs {
         let how = OpenHow::new()
             .flags(flags | OFlag::O_CLOEXEC | OFlag::O_NOCTTY)
             .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_XDEV | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        // EAGAIN: a rename somewhere raced the lookup (RESOLVE_BENEATH cannot then vouch for
+        // it); retried a bounded number of times, as rootfs::resolve does.
+        let mut tries = 0;
         let fd = loop {
             match openat2(self.fd.as_raw_fd(), rel, how) {
-                Err(nix::errno::Errno::EAGAIN) => continue,
+                Err(nix::errno::Errno::EAGAIN) if tries < 64 => tries += 1,
                 Err(nix::errno::Errno::EXDEV) => {
                     return Err(err(io::Error::other("a mount covers this path; refusing to write through it")))
                 }

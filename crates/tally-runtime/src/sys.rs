@@ -158,3 +158,40 @@ pub fn mount_setattr_recursive(fd: RawFd, attr: &MountAttr) -> io::Result<()> {
     })?;
     Ok(())
 }
+
+/// A new mount of `fstype` with the given string options that is attached nowhere
+/// (fsopen/fsconfig/fsmount): only the returned fd reaches it, so no other process can see,
+/// cover or unmount it, and it goes away with the last fd or process using it.
+pub fn detached_mount(
+    fstype: &std::ffi::CStr,
+    options: &[(&std::ffi::CStr, &std::ffi::CStr)],
+    attrs: u64,
+) -> io::Result<OwnedFd> {
+    use std::os::fd::AsRawFd;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let owned = |fd: libc::c_long| -> io::Result<OwnedFd> {
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel has just returned this fd and nothing else owns it.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+    };
+    let check = |rc: libc::c_long| if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
+    let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
+    for (key, value) in options {
+        // SAFETY: FSCONFIG_SET_STRING takes a NUL-terminated key and value.
+        check(unsafe {
+            libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
+        })?;
+    }
+    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument.
+    check(unsafe {
+        libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), 0, 0)
+    })?;
+    // SAFETY: fsmount takes the context fd, flags and attributes by value.
+    owned(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, attrs as libc::c_uint) })
+}

@@ -23,12 +23,6 @@ use std::path::Path;
 const SEALS: libc::c_int = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
 
 const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
-const FSOPEN_CLOEXEC: libc::c_uint = 1;
-const FSCONFIG_SET_STRING: libc::c_uint = 1;
-const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
-const FSMOUNT_CLOEXEC: libc::c_uint = 1;
-const MOUNT_ATTR_RDONLY: libc::c_uint = 0x1;
-const MOUNT_ATTR_NODEV: libc::c_uint = 0x4;
 
 /// Whether the running binary is already one of the two unwritable handles.
 fn is_protected(f: &File) -> bool {
@@ -43,41 +37,14 @@ fn is_protected(f: &File) -> bool {
     overlay && read_only
 }
 
-fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel has just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// A detached mount of `fstype` with the given string options, read-only.
+/// A detached read-only mount: the binary's view must never be writable.
 fn detached_mount(fstype: &std::ffi::CStr, options: &[(&std::ffi::CStr, &std::ffi::CStr)]) -> io::Result<OwnedFd> {
-    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new fd or -1.
-    let ctx = owned(unsafe { libc::syscall(libc::SYS_fsopen, fstype.as_ptr(), FSOPEN_CLOEXEC) })?;
-    for (key, value) in options {
-        // SAFETY: FSCONFIG_SET_STRING takes a NUL-terminated key and value.
-        let rc = unsafe {
-            libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_SET_STRING, key.as_ptr(), value.as_ptr(), 0)
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    }
-    // SAFETY: FSCONFIG_CMD_CREATE takes no key, value or aux argument.
-    let rc = unsafe {
-        libc::syscall(libc::SYS_fsconfig, ctx.as_raw_fd(), FSCONFIG_CMD_CREATE, std::ptr::null::<u8>(), 0, 0)
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let attrs = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV;
-    // SAFETY: fsmount takes the context fd, flags and attributes by value.
-    owned(unsafe { libc::syscall(libc::SYS_fsmount, ctx.as_raw_fd(), FSMOUNT_CLOEXEC, attrs) })
+    use crate::sys::{MOUNT_ATTR_NODEV, MOUNT_ATTR_RDONLY};
+    crate::sys::detached_mount(fstype, options, MOUNT_ATTR_RDONLY | MOUNT_ATTR_NODEV)
 }
 
-/// The binary seen through a private overlayfs whose only layers are its directory and an
-/// empty tmpfs (overlayfs wants two lower layers when it has no upper one). O_PATH: execveat
+/// The binary seen through a private overlayfs whose layers are its directory and a second,
+/// lower one (overlayfs wants two lower layers when it has no upper one). O_PATH: execveat
 /// takes it as it is.
 fn overlay_handle() -> io::Result<OwnedFd> {
     let exe = std::fs::read_link("/proc/self/exe")?;
@@ -115,7 +82,11 @@ fn overlay_handle() -> io::Result<OwnedFd> {
     // SAFETY: overlay is an open mount fd and name a valid C string.
     let fd =
         unsafe { libc::openat(overlay.as_raw_fd(), name.as_ptr(), libc::O_PATH | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    owned(fd as libc::c_long)
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel has just returned this fd and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Re-executes this process, with the same arguments and environment, from an unwritable
