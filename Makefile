@@ -43,6 +43,7 @@ e2e: build
 
 # libFuzzer on the config path and the annotation parser (hack/fuzz.sh): 60 s each in `make
 # test`, FUZZ_SECONDS (default 900) each here.
+DENSITY_N ?= 1000
 FUZZ_SECONDS ?= 900
 fuzz-ci: deps
 	hack/fuzz.sh 60
@@ -55,6 +56,7 @@ demo: build
 
 bench: build
 	hack/bench.sh $(TALLY)
+	hack/density.sh $(TALLY) $(DENSITY_N)
 
 lint:
 	cargo fmt --all -- --check

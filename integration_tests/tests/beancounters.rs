@@ -186,6 +186,39 @@ fn numtcpsock_counts_listening_sockets_opened_in_the_container() {
 }
 
 #[test]
+fn numothersock_counts_the_sockets_that_are_not_tcp() {
+    // (The busybox here has no flock applet: numflock's fdinfo reading is tested on a process
+    // of the test binary itself, in tally-beancounters' sampler.)
+    let t = Tally::new();
+    let id = "bc-othersock";
+    let mut b = Bundle::busybox(id);
+    // syslogd holds one UNIX datagram socket (/dev/log), nc one TCP listener.
+    b.sh("syslogd -n -O /tmp/log & nc -l -p 7004 & touch /tmp/ready; exec sleep 300");
+    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    integration_tests::wait_for_file(&b.rootfs().join("tmp/ready"));
+    wait_until("one UNIX socket", || row(&t, id, "numothersock")["held"].as_u64() == Some(1));
+    wait_until("one TCP socket", || row(&t, id, "numtcpsock")["held"].as_u64() == Some(1));
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}
+
+#[test]
+fn resources_reads_only_the_rows_asked_for_and_names_an_unknown_one() {
+    let t = Tally::new();
+    let id = "bc-filter";
+    let b = running(&t, id, |_| {});
+    let r = t.run(&["beancounters", "--format", "json", "--resources", "numproc,numfile", id]).ok();
+    let all: Value = serde_json::from_str(&r.stdout).unwrap();
+    let names: Vec<&str> =
+        all[0]["resources"].as_array().unwrap().iter().map(|r| r["resource"].as_str().unwrap()).collect();
+    assert_eq!(names, ["numproc", "numfile"], "{}", r.stdout);
+    t.run(&["beancounters", "--resources", "numproc,nosuch", id])
+        .fails_with(&["--resources", "unknown resource 'nosuch'"]);
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, &b);
+}
+
+#[test]
 fn the_table_is_the_openvz_format_with_the_cgroup_inode_as_uid() {
     use std::os::unix::fs::MetadataExt;
     let t = Tally::new();

@@ -20,10 +20,64 @@ pub struct Target<'a> {
     pub init_pid: Option<i32>,
     /// `kernel.shmall` as configured for the container's IPC namespace (pages).
     pub shmall: Option<u64>,
+    /// Only these resources (`--resources`); `None` is every one.
+    pub wanted: Option<&'a Wanted>,
+}
+
+/// A `--resources` filter: row names, where `io`, `pressure` and `hugetlb` stand for all of
+/// their rows (`io.8:0`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Wanted(Vec<String>);
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilterError {
+    #[error("--resources: unknown resource '{0}' (known: the /proc/user_beancounters names, swappages, cpu, sockbuf, diskspace, diskinodes, io, pressure, hugetlb)")]
+    Unknown(String),
+    #[error("--resources: no resource named")]
+    Empty,
+}
+
+/// The resources no cgroup file counts: only a walk over the container's processes gives them.
+const SAMPLED: &[&str] =
+    &["numfile", "numflock", "lockedpages", "privvmpages", "numsiginfo", "numtcpsock", "numothersock", "numpty"];
+const FAMILIES: &[&str] = &["io", "pressure", "hugetlb"];
+
+impl Wanted {
+    /// Parses `numproc,physpages,io`; an unknown name is an error naming it.
+    pub fn parse(list: &str) -> Result<Wanted, FilterError> {
+        let mut names = Vec::new();
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let known = crate::model::UBC_ORDER.contains(&name) && name != "dummy"
+                || ["swappages", "cpu", "sockbuf"].contains(&name)
+                || FAMILIES.contains(&name)
+                || FAMILIES.iter().any(|f| name.strip_prefix(f).is_some_and(|r| r.starts_with('.')));
+            if !known {
+                return Err(FilterError::Unknown(name.to_string()));
+            }
+            names.push(name.to_string());
+        }
+        if names.is_empty() {
+            return Err(FilterError::Empty);
+        }
+        Ok(Wanted(names))
+    }
+
+    pub fn wants(&self, row: &str) -> bool {
+        self.0.iter().any(|n| {
+            n == row
+                || FAMILIES.contains(&n.as_str()) && row.strip_prefix(n.as_str()).is_some_and(|r| r.starts_with('.'))
+        })
+    }
+}
+
+impl Target<'_> {
+    fn wants(&self, row: &str) -> bool {
+        self.wanted.is_none_or(|w| w.wants(row))
+    }
 }
 
 /// Sampled maxheld values, kept in the state directory between reads.
-#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MaxHeld(pub HashMap<String, u64>);
 
 impl MaxHeld {
@@ -49,7 +103,7 @@ impl MaxHeld {
 }
 
 fn read(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok()
+    crate::kfile::read(path)
 }
 
 fn read_value(path: &Path) -> Value {
@@ -58,8 +112,12 @@ fn read_value(path: &Path) -> Value {
 
 /// A `key value` line of a flat-keyed file (memory.stat, memory.events, pids.events).
 fn keyed(path: &Path, key: &str) -> Value {
-    read(path)
-        .and_then(|t| t.lines().find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok()))
+    read(path).map(|t| keyed_in(&t, key)).unwrap_or(Value::Absent)
+}
+
+fn keyed_in(text: &str, key: &str) -> Value {
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
         .map(Value::Num)
         .unwrap_or(Value::Absent)
 }
@@ -88,20 +146,7 @@ impl Layout {
         if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             return Layout::V2(Path::new("/sys/fs/cgroup").join(rel));
         }
-        let mut dirs = HashMap::new();
-        let info = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
-        for line in info.lines() {
-            let Some((left, right)) = line.split_once(" - ") else { continue };
-            let mut f = right.split_whitespace();
-            if f.next() != Some("cgroup") {
-                continue;
-            }
-            let Some(mount) = left.split_whitespace().nth(4) else { continue };
-            for opt in f.nth(1).unwrap_or_default().split(',') {
-                dirs.insert(opt.to_string(), Path::new(mount).join(rel));
-            }
-        }
-        Layout::V1(dirs)
+        Layout::V1(v1_mounts().iter().map(|(opt, mount)| (opt.clone(), mount.join(rel))).collect())
     }
 
     /// The directory whose inode identifies the container (its uid in the table).
@@ -120,7 +165,9 @@ impl Layout {
             if let Some(t) = read(&dir.join("cgroup.procs")) {
                 out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
-            if depth < 8 {
+            // v2 counts a cgroup's descendants: a leaf (the usual container) needs no listing.
+            let leaf = read(&dir.join("cgroup.stat")).is_some_and(|t| keyed_in(&t, "nr_descendants") == Value::Num(0));
+            if depth < 8 && !leaf {
                 for e in fs::read_dir(dir).into_iter().flatten().flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
                         walk(&e.path(), out, depth + 1);
@@ -140,7 +187,9 @@ impl Layout {
             Layout::V2(d) => {
                 let mut v: Vec<PathBuf> =
                     ["pids.events", "memory.events", "memory.swap.events"].iter().map(|f| d.join(f)).collect();
-                v.extend(hugetlb_sizes(d).into_iter().map(|s| d.join(format!("hugetlb.{s}.events"))));
+                v.extend(
+                    hugetlb_sizes(&CgroupFiles::new(d)).into_iter().map(|s| d.join(format!("hugetlb.{s}.events"))),
+                );
                 v
             }
             Layout::V1(m) => m.get("pids").map(|d| vec![d.join("pids.events")]).unwrap_or_default(),
@@ -149,19 +198,85 @@ impl Layout {
     }
 }
 
-fn hugetlb_sizes(dir: &Path) -> Vec<String> {
-    let mut sizes: Vec<String> = fs::read_dir(dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            // hugetlb.2MB.max, not hugetlb.2MB.rsvd.max (reservations are not charges).
-            name.strip_prefix("hugetlb.")?.strip_suffix(".max").filter(|s| !s.contains('.')).map(String::from)
-        })
-        .collect();
-    sizes.sort();
-    sizes
+/// Each v1 mount option (controller name) and where it is mounted: read once per process,
+/// since a listing of every container would otherwise parse the mount table per container.
+fn v1_mounts() -> &'static [(String, PathBuf)] {
+    static MOUNTS: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
+    MOUNTS.get_or_init(|| {
+        let mut out = Vec::new();
+        let info = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+        for line in info.lines() {
+            let Some((left, right)) = line.split_once(" - ") else { continue };
+            let mut f = right.split_whitespace();
+            if f.next() != Some("cgroup") {
+                continue;
+            }
+            let Some(mount) = left.split_whitespace().nth(4) else { continue };
+            for opt in f.nth(1).unwrap_or_default().split(',') {
+                out.push((opt.to_string(), PathBuf::from(mount)));
+            }
+        }
+        out
+    })
+}
+
+/// The hugetlb page sizes the cgroup has files for. The sizes are the host's
+/// (/sys/kernel/mm/hugepages, read once), named as the controller names them (2048kB is
+/// `2MB`): a directory listing of every container's cgroup would cost more than the rows.
+fn hugetlb_sizes(c: &CgroupFiles) -> Vec<String> {
+    static SIZES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    let host = SIZES.get_or_init(|| {
+        let mut kib: Vec<u64> = fs::read_dir("/sys/kernel/mm/hugepages")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_prefix("hugepages-")?.strip_suffix("kB")?.parse().ok())
+            .collect();
+        kib.sort_unstable();
+        kib.into_iter().map(hugetlb_name).collect()
+    });
+    host.iter().filter(|s| c.has(&format!("hugetlb.{s}.max"))).cloned().collect()
+}
+
+/// The cgroup's name for a huge page size: the largest unit (KB, MB, GB) that divides it.
+fn hugetlb_name(kib: u64) -> String {
+    if kib.is_multiple_of(1 << 20) {
+        format!("{}GB", kib >> 20)
+    } else if kib.is_multiple_of(1 << 10) {
+        format!("{}MB", kib >> 10)
+    } else {
+        format!("{kib}KB")
+    }
+}
+
+/// The files of one cgroup directory, each read at most once per collection (memory.stat
+/// alone feeds five rows).
+struct CgroupFiles<'a> {
+    dir: &'a Path,
+    cache: std::cell::RefCell<HashMap<String, Option<String>>>,
+}
+
+impl<'a> CgroupFiles<'a> {
+    fn new(dir: &'a Path) -> Self {
+        CgroupFiles { dir, cache: Default::default() }
+    }
+
+    fn text(&self, name: &str) -> Option<String> {
+        self.cache.borrow_mut().entry(name.to_string()).or_insert_with(|| read(&self.dir.join(name))).clone()
+    }
+
+    fn has(&self, name: &str) -> bool {
+        self.text(name).is_some()
+    }
+
+    fn value(&self, name: &str) -> Value {
+        self.text(name).map(|t| Value::from_limit(&t)).unwrap_or(Value::Absent)
+    }
+
+    /// A `key value` line of a flat-keyed file (memory.stat, memory.events, pids.events).
+    fn keyed(&self, name: &str, key: &str) -> Value {
+        self.text(name).map(|t| keyed_in(&t, key)).unwrap_or(Value::Absent)
+    }
 }
 
 /// Reads every row. `maxheld` is updated with this sample's values.
@@ -169,12 +284,13 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     let page = page_size();
     let layout = Layout::find(t.cgroup_path);
     let cgroup_id = layout.id_dir().and_then(|d| fs::metadata(d).ok()).map(|m| m.ino()).unwrap_or(0);
-    let pids = layout.pids();
     let mut rows = match &layout {
         Layout::V2(d) => v2_rows(d, page, maxheld),
         Layout::V1(m) => v1_rows(m, page, maxheld),
     };
-    rows.extend(sampled_rows(t, &pids, page, maxheld));
+    if SAMPLED.iter().any(|r| t.wants(r)) {
+        rows.extend(sampled_rows(t, &layout.pids(), page, maxheld));
+    }
     // shmpages' limit is the container's kernel.shmall, which only its IPC namespace shows:
     // the configured value.
     if let Some(r) = rows.iter_mut().find(|r| r.resource == "shmpages") {
@@ -184,10 +300,11 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
         |name: &str| crate::model::UBC_ORDER.iter().position(|n| *n == name).unwrap_or(crate::model::UBC_ORDER.len());
     // Every UBC resource has a row: one this host cannot give is there, with null values.
     for name in crate::model::UBC_ORDER.iter().chain(["swappages"].iter()) {
-        if *name != "dummy" && !rows.iter().any(|r| r.resource == *name) {
+        if *name != "dummy" && t.wants(name) && !rows.iter().any(|r| r.resource == *name) {
             rows.push(Row::new(name, unit_of(name), Enforced::None, unavailable(&layout, name)));
         }
     }
+    rows.retain(|r| t.wants(&r.resource));
     // UBC rows in kernel order first, then swappages and the extensions as read (stable sort).
     rows.sort_by_key(|r| order(&r.resource));
     Beancounters {
@@ -234,15 +351,22 @@ fn unavailable(layout: &Layout, name: &str) -> String {
 }
 
 /// A peak file's value, or the sampled high-water mark when the kernel has no peak file.
-fn peak(file: &Path, resource: &str, held: Value, maxheld: &mut MaxHeld, to_pages: Option<u64>) -> (Value, String) {
-    let v = read_value(file);
+fn peak(
+    c: &CgroupFiles,
+    file: &str,
+    resource: &str,
+    held: Value,
+    maxheld: &mut MaxHeld,
+    to_pages: Option<u64>,
+) -> (Value, String) {
+    let v = c.value(file);
     let v = match to_pages {
         Some(p) => v.to_pages(p),
         None => v,
     };
     let sampled = maxheld.observe(resource, held);
     if v != Value::Absent {
-        (v, file.file_name().unwrap_or_default().to_string_lossy().into_owned())
+        (v, file.to_string())
     } else {
         (sampled, "sampled".into())
     }
@@ -250,45 +374,43 @@ fn peak(file: &Path, resource: &str, held: Value, maxheld: &mut MaxHeld, to_page
 
 fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
     let mut rows = Vec::new();
-    let f = |name: &str| d.join(name);
-    let has = |name: &str| d.join(name).exists();
+    let c = CgroupFiles::new(d);
 
-    if has("pids.current") {
+    if c.has("pids.current") {
         let mut r = Row::new("numproc", Unit::Items, Enforced::Kernel, "");
-        r.held = read_value(&f("pids.current"));
-        let (m, msrc) = peak(&f("pids.peak"), "numproc", r.held, mh, None);
+        r.held = c.value("pids.current");
+        let (m, msrc) = peak(&c, "pids.peak", "numproc", r.held, mh, None);
         r.maxheld = m;
-        r.limit = read_value(&f("pids.max"));
+        r.limit = c.value("pids.max");
         r.barrier = r.limit;
-        r.failcnt = keyed(&f("pids.events"), "max");
+        r.failcnt = c.keyed("pids.events", "max");
         r.source = format!("held pids.current, maxheld {msrc}, barrier/limit pids.max, failcnt pids.events max");
         rows.push(r);
     }
-    if has("memory.current") {
-        let stat = f("memory.stat");
+    if c.has("memory.current") {
         let mut r = Row::new("physpages", Unit::Pages, Enforced::Kernel, "");
-        r.held = read_value(&f("memory.current")).to_pages(page);
-        let (m, msrc) = peak(&f("memory.peak"), "physpages", r.held, mh, Some(page));
+        r.held = c.value("memory.current").to_pages(page);
+        let (m, msrc) = peak(&c, "memory.peak", "physpages", r.held, mh, Some(page));
         r.maxheld = m;
-        r.barrier = match read_value(&f("memory.high")) {
+        r.barrier = match c.value("memory.high") {
             Value::Unlimited => Value::Num(0),
             v => v.to_pages(page),
         };
-        r.limit = read_value(&f("memory.max")).to_pages(page);
-        r.failcnt = keyed(&f("memory.events"), "max");
+        r.limit = c.value("memory.max").to_pages(page);
+        r.failcnt = c.keyed("memory.events", "max");
         r.source = format!(
             "held memory.current, maxheld {msrc}, barrier memory.high (0 when unset), limit memory.max, failcnt memory.events max"
         );
         rows.push(r);
 
-        if has("memory.swap.current") {
+        if c.has("memory.swap.current") {
             let mut r = Row::new("swappages", Unit::Pages, Enforced::Kernel, "");
-            r.held = read_value(&f("memory.swap.current")).to_pages(page);
-            let (m, msrc) = peak(&f("memory.swap.peak"), "swappages", r.held, mh, Some(page));
+            r.held = c.value("memory.swap.current").to_pages(page);
+            let (m, msrc) = peak(&c, "memory.swap.peak", "swappages", r.held, mh, Some(page));
             r.maxheld = m;
-            r.barrier = read_value(&f("memory.swap.high")).to_pages(page);
-            r.limit = read_value(&f("memory.swap.max")).to_pages(page);
-            r.failcnt = keyed(&f("memory.swap.events"), "max");
+            r.barrier = c.value("memory.swap.high").to_pages(page);
+            r.limit = c.value("memory.swap.max").to_pages(page);
+            r.failcnt = c.keyed("memory.swap.events", "max");
             r.source = format!(
                 "held memory.swap.current, maxheld {msrc}, barrier memory.swap.high, limit memory.swap.max, failcnt memory.swap.events max"
             );
@@ -296,7 +418,7 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
         }
 
         let mut r = Row::new("kmemsize", Unit::Bytes, Enforced::Aggregate, "");
-        let kernel = keyed(&stat, "kernel");
+        let kernel = c.keyed("memory.stat", "kernel");
         r.held = if kernel != Value::Absent {
             r.source = "held memory.stat kernel, maxheld sampled; bounded by memory.max".into();
             kernel
@@ -304,7 +426,7 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
             // Before memory.stat had `kernel` (5.18): its parts.
             r.source =
                 "held memory.stat kernel_stack+pagetables+percpu+slab, maxheld sampled; bounded by memory.max".into();
-            let parts = ["kernel_stack", "pagetables", "percpu", "slab"].map(|k| keyed(&stat, k).num());
+            let parts = ["kernel_stack", "pagetables", "percpu", "slab"].map(|k| c.keyed("memory.stat", k).num());
             if parts.iter().all(|p| p.is_none()) {
                 Value::Absent
             } else {
@@ -317,24 +439,23 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
         rows.push(r);
 
         let mut r = Row::new("shmpages", Unit::Pages, Enforced::Sysctl, "");
-        r.held = keyed(&stat, "shmem").to_pages(page);
+        r.held = c.keyed("memory.stat", "shmem").to_pages(page);
         r.maxheld = mh.observe("shmpages", r.held);
         r.source = "held memory.stat shmem, maxheld sampled, limit kernel.shmall of the container".into();
         rows.push(r);
 
-        let swap = read_value(&f("memory.swap.current")).num().unwrap_or(0);
+        let swap = c.value("memory.swap.current").num().unwrap_or(0);
         let mut r = Row::new("oomguarpages", Unit::Pages, Enforced::None, "");
-        r.held =
-            read_value(&f("memory.current")).num().map(|m| Value::Num(m + swap)).unwrap_or_default().to_pages(page);
+        r.held = c.value("memory.current").num().map(|m| Value::Num(m + swap)).unwrap_or_default().to_pages(page);
         // The kernel's peaks, where it has them, bound the sampled mark from below.
-        let peaks: u64 = ["memory.peak", "memory.swap.peak"].iter().map(|p| read_value(&f(p)).num().unwrap_or(0)).sum();
+        let peaks: u64 = ["memory.peak", "memory.swap.peak"].iter().map(|p| c.value(p).num().unwrap_or(0)).sum();
         r.maxheld = match mh.observe("oomguarpages", r.held) {
             Value::Num(m) => Value::Num(m.max(peaks.div_ceil(page))),
             v => v,
         };
-        r.barrier = read_value(&f("memory.min")).to_pages(page);
+        r.barrier = c.value("memory.min").to_pages(page);
         r.limit = Value::Unlimited;
-        r.failcnt = keyed(&f("memory.events"), "oom_kill");
+        r.failcnt = c.keyed("memory.events", "oom_kill");
         r.source =
             "held memory.current+memory.swap.current, maxheld sampled, barrier memory.min, failcnt memory.events oom_kill (approximate)"
                 .into();
@@ -342,14 +463,14 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
 
         let mut r = Row::new("vmguarpages", Unit::Pages, Enforced::None, "");
         r.held = Value::Num(0);
-        r.barrier = read_value(&f("memory.low")).to_pages(page);
+        r.barrier = c.value("memory.low").to_pages(page);
         r.limit = Value::Unlimited;
-        r.failcnt = keyed(&f("memory.events"), "low");
+        r.failcnt = c.keyed("memory.events", "low");
         r.source = "held not accounted (0), barrier memory.low, failcnt memory.events low (approximate)".into();
         rows.push(r);
 
         let mut r = Row::new("dcachesize", Unit::Bytes, Enforced::Aggregate, "");
-        r.held = keyed(&stat, "slab_reclaimable");
+        r.held = c.keyed("memory.stat", "slab_reclaimable");
         r.maxheld = mh.observe("dcachesize", r.held);
         r.source = "held memory.stat slab_reclaimable, maxheld sampled; bounded by memory.max".into();
         rows.push(r);
@@ -359,25 +480,24 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
             rows.push(Row::new(name, Unit::Bytes, Enforced::Aggregate, "not accounted separately: see sockbuf"));
         }
         let mut r = Row::new("sockbuf", Unit::Bytes, Enforced::Aggregate, "");
-        r.held = keyed(&stat, "sock");
+        r.held = c.keyed("memory.stat", "sock");
         r.maxheld = mh.observe("sockbuf", r.held);
         r.source = "held memory.stat sock (all socket buffers), maxheld sampled; bounded by memory.max".into();
         rows.push(r);
     }
-    if has("cpu.stat") {
+    if c.has("cpu.stat") {
         let mut r = Row::new("cpu", Unit::Usec, Enforced::Kernel, "");
-        r.held = keyed(&f("cpu.stat"), "usage_usec");
-        r.barrier = read_value(&f("cpu.weight"));
-        r.limit = read(&f("cpu.max"))
-            .map(|t| Value::from_limit(t.split_whitespace().next().unwrap_or("")))
-            .unwrap_or_default();
-        r.failcnt = keyed(&f("cpu.stat"), "nr_throttled");
+        r.held = c.keyed("cpu.stat", "usage_usec");
+        r.barrier = c.value("cpu.weight");
+        r.limit =
+            c.text("cpu.max").map(|t| Value::from_limit(t.split_whitespace().next().unwrap_or(""))).unwrap_or_default();
+        r.failcnt = c.keyed("cpu.stat", "nr_throttled");
         r.source =
             "held cpu.stat usage_usec, barrier cpu.weight, limit cpu.max quota, failcnt cpu.stat nr_throttled".into();
         rows.push(r);
     }
-    if let Some(stat) = read(&f("io.stat")) {
-        let max = read(&f("io.max")).unwrap_or_default();
+    if let Some(stat) = c.text("io.stat") {
+        let max = c.text("io.max").unwrap_or_default();
         for line in stat.lines() {
             let mut it = line.split_whitespace();
             let Some(dev) = it.next() else { continue };
@@ -385,7 +505,7 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
                 it.filter_map(|p| p.split_once('=')).filter_map(|(k, v)| Some((k, v.parse().ok()?))).collect();
             let mut r = Row::new(&format!("io.{dev}"), Unit::Bytes, Enforced::Kernel, "");
             r.held = Value::Num(kv.get("rbytes").unwrap_or(&0) + kv.get("wbytes").unwrap_or(&0));
-            r.barrier = keyed(&f("io.weight"), "default");
+            r.barrier = c.keyed("io.weight", "default");
             r.limit = max
                 .lines()
                 .find(|l| l.starts_with(&format!("{dev} ")))
@@ -396,18 +516,18 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
             rows.push(r);
         }
     }
-    for size in hugetlb_sizes(d) {
+    for size in hugetlb_sizes(&c) {
         let mut r = Row::new(&format!("hugetlb.{size}"), Unit::Bytes, Enforced::Kernel, "");
-        r.held = read_value(&f(&format!("hugetlb.{size}.current")));
+        r.held = c.value(&format!("hugetlb.{size}.current"));
         r.maxheld = mh.observe(&r.resource.clone(), r.held);
-        r.limit = read_value(&f(&format!("hugetlb.{size}.max")));
+        r.limit = c.value(&format!("hugetlb.{size}.max"));
         r.barrier = r.limit;
-        r.failcnt = keyed(&f(&format!("hugetlb.{size}.events")), "max");
+        r.failcnt = c.keyed(&format!("hugetlb.{size}.events"), "max");
         r.source = format!("hugetlb.{size}.current/.max/.events max; maxheld sampled");
         rows.push(r);
     }
     for res in ["cpu", "memory", "io"] {
-        let Some(text) = read(&f(&format!("{res}.pressure"))) else { continue };
+        let Some(text) = c.text(&format!("{res}.pressure")) else { continue };
         let total = |kind: &str| {
             text.lines()
                 .find(|l| l.starts_with(kind))
@@ -474,7 +594,7 @@ fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row
         if let Some(c) = m.get("cpu") {
             r.barrier = read_value(&c.join("cpu.shares"));
             r.limit = match read_value(&c.join("cpu.cfs_quota_us")) {
-                Value::Num(_) => read_value(&c.join("cpu.cfs_quota_us")),
+                v @ Value::Num(_) => v,
                 _ => Value::Unlimited,
             };
             r.failcnt = keyed(&c.join("cpu.stat"), "nr_throttled");
@@ -489,10 +609,11 @@ fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row
 
 /// The rows the samplers fill: processes' files, sockets, locks, pages, signals, ptys.
 fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Row> {
-    let s = sampler::sample(pids, t.init_pid);
+    let s = sampler::sample(pids);
     let bound = if s.truncated { " (bounded sample: a lower bound)" } else { "" };
+    let limits_text = t.init_pid.and_then(|p| read(Path::new(&format!("/proc/{p}/limits"))));
     let limits = |name: &str| {
-        t.init_pid.and_then(|p| sampler::rlimit(p, name)).map(|(soft, hard)| {
+        limits_text.as_deref().and_then(|text| sampler::parse_limit(text, name)).map(|(soft, hard)| {
             let v = |x: Option<u64>| x.map(Value::Num).unwrap_or(Value::Unlimited);
             (v(soft), v(hard))
         })
@@ -523,7 +644,7 @@ fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Ro
         Enforced::None,
         s.flocks,
         None,
-        "held /proc/locks entries of the container's processes".into(),
+        "held locks on the container's open files (/proc/<pid>/fdinfo lock: lines)".into(),
     );
     let to_pages = |(b, l): (Value, Value)| (b.to_pages(page), l.to_pages(page));
     add(
@@ -540,8 +661,7 @@ fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Ro
         Enforced::RlimitPerProcess,
         s.private_pages,
         limits("Max address space").map(to_pages),
-        "held data+stack pages (/proc/<pid>/statm) of the container's processes, barrier/limit RLIMIT_AS of the init"
-            .into(),
+        "held data+stack pages (VmData+VmStk) of the container's processes, barrier/limit RLIMIT_AS of the init".into(),
     );
     add(
         "numsiginfo",
@@ -557,7 +677,7 @@ fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Ro
         Enforced::None,
         s.tcp_sockets,
         None,
-        "held TCP sockets among the container's fds (/proc/<init>/net/tcp{,6})".into(),
+        "held TCP sockets among the container's fds (their sockfs system.sockprotoname)".into(),
     );
     add(
         "numothersock",
@@ -567,7 +687,7 @@ fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Ro
         None,
         "held non-TCP sockets among the container's fds".into(),
     );
-    if let Some(pid) = t.init_pid {
+    if let Some(pid) = t.init_pid.filter(|_| t.wants("numpty")) {
         let (held, max) = sampler::ptys(pid);
         let mut r = Row::new(
             "numpty",
@@ -589,4 +709,27 @@ fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Ro
         "not sampled: counting netfilter rules needs nf_tables netlink in the container's network namespace",
     ));
     rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn huge_page_sizes_are_named_as_the_controller_names_them() {
+        assert_eq!(hugetlb_name(2048), "2MB");
+        assert_eq!(hugetlb_name(1 << 20), "1GB");
+        assert_eq!(hugetlb_name(64), "64KB");
+    }
+
+    #[test]
+    fn a_resource_filter_names_what_it_does_not_know() {
+        let w = Wanted::parse("numproc, io,physpages").unwrap();
+        assert!(w.wants("numproc") && w.wants("io.8:0") && w.wants("physpages"));
+        assert!(!w.wants("numfile") && !w.wants("iolimit"));
+        assert!(Wanted::parse("io.8:0").unwrap().wants("io.8:0"));
+        let e = Wanted::parse("numproc,bogus").unwrap_err().to_string();
+        assert!(e.contains("'bogus'"), "{e}");
+        assert!(Wanted::parse(" , ").is_err());
+    }
 }

@@ -4,11 +4,12 @@
 
 pub mod annotations;
 pub mod collect;
+mod kfile;
 pub mod ledger;
 pub mod model;
 pub mod sampler;
 pub mod table;
 pub mod vz;
 
-pub use collect::{cgroup_rows, collect, Layout, MaxHeld, Target};
+pub use collect::{cgroup_rows, collect, FilterError, Layout, MaxHeld, Target, Wanted};
 pub use model::{Beancounters, Row, Value};

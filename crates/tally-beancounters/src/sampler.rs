@@ -1,6 +1,6 @@
 //! The resources no cgroup file counts, sampled from /proc over the container's processes:
-//! open files, sockets, file locks, locked and private pages, queued signals, ptys. The cost of
-//! one sample is bounded: at most `MAX_PROCESSES` processes and `MAX_FDS` descriptors are
+//! open files, sockets, file locks, locked and private pages, queued signals, ptys, in one
+//! pass over each process's /proc entries. The cost of one sample is bounded: at most `MAX_PROCESSES` processes and `MAX_FDS` descriptors are
 //! looked at, and a sample that hit a bound says so in its source.
 
 use std::collections::HashSet;
@@ -26,13 +26,15 @@ pub struct Sample {
     pub truncated: bool,
 }
 
-/// Walks `pids` (host PIDs). `netns_pid` is a process in the container's network namespace,
-/// whose /proc/<pid>/net/tcp{,6} tell which sockets are TCP.
-pub fn sample(pids: &[i32], netns_pid: Option<i32>) -> Sample {
+/// Walks `pids` (host PIDs) once: per process its fd directory (each fd's link, its fdinfo's
+/// `lock:` lines, a socket's protocol) and its status file. Nothing global is read: no
+/// /proc/locks (whose every read waits for an RCU grace period) and no TCP table (whose every
+/// read walks the host's whole TCP hash, milliseconds on a large machine).
+pub fn sample(pids: &[i32]) -> Sample {
     let mut s = Sample::default();
     let mut sockets: HashSet<u64> = HashSet::new();
+    let mut locks: HashSet<String> = HashSet::new();
     let mut fds_seen = 0usize;
-    let set: HashSet<i32> = pids.iter().copied().collect();
     for &pid in pids.iter().take(MAX_PROCESSES) {
         s.processes += 1;
         if let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) {
@@ -43,94 +45,85 @@ pub fn sample(pids: &[i32], netns_pid: Option<i32>) -> Sample {
                     break;
                 }
                 s.files += 1;
-                if let Ok(target) = fs::read_link(e.path()) {
-                    let t = target.to_string_lossy();
-                    if let Some(inode) = t.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
-                        if let Ok(i) = inode.parse() {
-                            sockets.insert(i);
+                let fd = e.file_name();
+                let fd = fd.to_string_lossy();
+                let target = fs::read_link(e.path()).unwrap_or_default();
+                let target = target.to_string_lossy();
+                if let Some(inode) = target.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
+                    if let Ok(i) = inode.parse() {
+                        if sockets.insert(i) && is_tcp(&e.path()) {
+                            s.tcp_sockets += 1;
                         }
                     }
                 }
+                fd_locks(pid, &fd, &mut locks);
             }
         }
-        if let Ok(status) = fs::read_to_string(format!("/proc/{pid}/status")) {
+        if let Some(status) = crate::kfile::read(Path::new(&format!("/proc/{pid}/status"))) {
             s.locked_kib += status_field(&status, "VmLck:").unwrap_or(0);
+            // VmData + VmStk: statm's "data" field, the private writable memory.
+            let private_kib =
+                status_field(&status, "VmData:").unwrap_or(0) + status_field(&status, "VmStk:").unwrap_or(0);
+            s.private_pages += (private_kib * 1024) / page_size();
             if let Some(q) = status.lines().find_map(|l| l.strip_prefix("SigQ:")) {
                 let queued = q.trim().split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                 s.max_sigq = s.max_sigq.max(queued);
             }
         }
-        // statm's sixth field: data + stack pages, the private writable memory of the process.
-        if let Ok(statm) = fs::read_to_string(format!("/proc/{pid}/statm")) {
-            s.private_pages += statm.split_whitespace().nth(5).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-        }
     }
     if pids.len() > MAX_PROCESSES {
         s.truncated = true;
     }
-    let tcp = netns_pid.map(tcp_inodes).unwrap_or_default();
-    s.tcp_sockets = sockets.iter().filter(|i| tcp.contains(i)).count() as u64;
     s.other_sockets = sockets.len() as u64 - s.tcp_sockets;
-    if !pids.is_empty() {
-        s.flocks = count_locks(&proc_locks(), &set);
-    }
+    s.flocks = locks.len() as u64;
     s
 }
 
-/// /proc/locks, read at most once a second: each read takes the kernel's file-lock rwsem for
-/// writing, which waits for an RCU grace period (~10-20 ms), so a container with no processes
-/// never reads it and a listing of many containers reads it once; `events`, which samples for
-/// as long as the container runs, still sees new locks.
-fn proc_locks() -> String {
-    static LOCKS: std::sync::Mutex<Option<(std::time::Instant, String)>> = std::sync::Mutex::new(None);
-    let mut cached = LOCKS.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some((at, text)) = cached.as_ref() {
-        if at.elapsed() < std::time::Duration::from_secs(1) {
-            return text.clone();
+fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+/// Whether the socket behind `/proc/PID/fd/N` is TCP: sockfs names each socket's protocol in
+/// the `system.sockprotoname` attribute ("TCP", "TCPv6", "UNIX", "UDP", ...), which getxattr
+/// reads through the fd's link without touching the socket.
+fn is_tcp(fd_link: &Path) -> bool {
+    let Ok(path) = std::ffi::CString::new(fd_link.as_os_str().as_encoded_bytes()) else { return false };
+    let mut buf = [0u8; 32];
+    // SAFETY: NUL-terminated path and name; the kernel writes at most buf.len() bytes.
+    let n =
+        unsafe { libc::getxattr(path.as_ptr(), c"system.sockprotoname".as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    n > 0 && is_tcp_name(&buf[..n as usize])
+}
+
+fn is_tcp_name(name: &[u8]) -> bool {
+    let name = name.strip_suffix(b"\0").unwrap_or(name);
+    name == b"TCP" || name == b"TCPv6"
+}
+
+/// The locks held through one fd (its fdinfo's `lock:` lines), keyed without their sequence
+/// number: a lock seen through a dup'ed fd, or an flock shared by forked processes, is
+/// one lock, as in /proc/locks.
+fn fd_locks(pid: i32, fd: &str, out: &mut HashSet<String>) {
+    let Some(info) = crate::kfile::read(Path::new(&format!("/proc/{pid}/fdinfo/{fd}"))) else { return };
+    for line in info.lines() {
+        let Some(rest) = line.strip_prefix("lock:") else { continue };
+        // "lock:\t1: POSIX  ADVISORY  WRITE 42 00:1f:123 0 EOF": drop the "1:".
+        let key: Vec<&str> = rest.split_whitespace().skip(1).collect();
+        // Waiters ("->") are not held locks.
+        if key.first() != Some(&"->") {
+            out.insert(key.join(" "));
         }
     }
-    let text = {
-        // Large reads: every read(2) of the seq file takes that rwsem again.
-        use std::io::Read;
-        let mut out = Vec::new();
-        if let Ok(mut f) = fs::File::open("/proc/locks") {
-            let mut buf = vec![0u8; 1 << 16];
-            while let Ok(n) = f.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                out.extend_from_slice(&buf[..n]);
-            }
-        }
-        String::from_utf8_lossy(&out).into_owned()
-    };
-    *cached = Some((std::time::Instant::now(), text.clone()));
-    text
 }
 
 fn status_field(status: &str, key: &str) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
-
-/// Socket inodes of the TCP table (IPv4 and IPv6) of `pid`'s network namespace.
-fn tcp_inodes(pid: i32) -> HashSet<u64> {
-    let mut out = HashSet::new();
-    for table in ["tcp", "tcp6"] {
-        let Ok(text) = fs::read_to_string(format!("/proc/{pid}/net/{table}")) else { continue };
-        // Columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode ...
-        out.extend(text.lines().skip(1).filter_map(|l| l.split_whitespace().nth(9)?.parse::<u64>().ok()));
-    }
-    out
-}
-
-/// /proc/locks lines held by one of `pids` (`->` lines are waiters, not held locks).
-fn count_locks(locks: &str, pids: &HashSet<i32>) -> u64 {
-    locks
-        .lines()
-        .filter(|l| !l.contains("->"))
-        .filter_map(|l| l.split_whitespace().nth(4)?.parse::<i32>().ok())
-        .filter(|p| pids.contains(p))
-        .count() as u64
 }
 
 /// The container's ptys: entries of its own devpts (seen through the init's root), and the
@@ -139,7 +132,7 @@ pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
     let held = open_in_root(init_pid, c"dev/pts")
         .and_then(|dir| fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok())
         .map(|d| d.flatten().filter(|e| e.file_name() != "ptmx").count() as u64);
-    let mountinfo = fs::read_to_string(format!("/proc/{init_pid}/mountinfo")).unwrap_or_default();
+    let mountinfo = crate::kfile::read(Path::new(&format!("/proc/{init_pid}/mountinfo"))).unwrap_or_default();
     let max = mountinfo.lines().find_map(|l| {
         let (left, right) = l.split_once(" - ")?;
         if left.split_whitespace().nth(4)? != "/dev/pts" {
@@ -193,12 +186,7 @@ fn open_in_root(pid: i32, path: &std::ffi::CStr) -> Option<std::os::fd::OwnedFd>
 }
 
 /// Soft and hard values of one /proc/<pid>/limits line ("unlimited" is `None`).
-pub fn rlimit(pid: i32, name: &str) -> Option<(Option<u64>, Option<u64>)> {
-    let text = fs::read_to_string(Path::new("/proc").join(pid.to_string()).join("limits")).ok()?;
-    parse_limit(&text, name)
-}
-
-fn parse_limit(text: &str, name: &str) -> Option<(Option<u64>, Option<u64>)> {
+pub fn parse_limit(text: &str, name: &str) -> Option<(Option<u64>, Option<u64>)> {
     let rest = text.lines().find_map(|l| l.strip_prefix(name))?;
     let mut f = rest.split_whitespace();
     let v = |s: Option<&str>| s.and_then(|s| s.parse().ok());
@@ -216,16 +204,44 @@ mod tests {
                       Max locked memory         65536                unlimited            bytes\n";
         assert_eq!(parse_limit(limits, "Max open files"), Some((Some(1024), Some(4096))));
         assert_eq!(parse_limit(limits, "Max locked memory"), Some((Some(65536), None)));
-        let locks = "1: POSIX  ADVISORY  WRITE 42 00:1f:123 0 EOF\n1: -> POSIX  ADVISORY  WRITE 43 00:1f:123 0 EOF\n2: FLOCK  ADVISORY  WRITE 7 00:1f:9 0 EOF\n";
-        assert_eq!(count_locks(locks, &[42, 43].into_iter().collect()), 1);
     }
 
     #[test]
     fn this_process_is_sampled() {
         let me = std::process::id() as i32;
-        let s = sample(&[me], Some(me));
-        assert_eq!(s.processes, 1);
-        assert!(s.files >= 3, "{s:?}");
-        assert!(s.private_pages > 0);
+        let before = sample(&[me]);
+        assert_eq!(before.processes, 1);
+        assert!(before.files >= 3, "{before:?}");
+        assert!(before.private_pages > 0);
+
+        // One TCP listener, one UNIX socket pair, one flock seen through two fds.
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let dir = std::env::temp_dir().join(format!("tally-sampler-{me}"));
+        let file = fs::File::create(&dir).unwrap();
+        // SAFETY: a valid open fd.
+        assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let dup = file.try_clone().unwrap();
+        let after = sample(&[me]);
+        // The lock seen through both fds is one lock. (Other tests of this binary take locks
+        // of their own in parallel threads: only the two fds here give an exact count.)
+        let mut locks = HashSet::new();
+        fd_locks(me, &file.as_raw_fd().to_string(), &mut locks);
+        fd_locks(me, &dup.as_raw_fd().to_string(), &mut locks);
+        assert_eq!(locks.len(), 1, "{locks:?}");
+        fs::remove_file(&dir).unwrap();
+        drop((tcp, a, b, file, dup));
+        // Other tests of this binary run in parallel threads: counts can only be at least these.
+        assert!(after.tcp_sockets > before.tcp_sockets, "{before:?} -> {after:?}");
+        assert!(after.other_sockets >= before.other_sockets + 2, "{before:?} -> {after:?}");
+        assert!(after.flocks >= 1, "{before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn protocol_names() {
+        assert!(is_tcp_name(b"TCP\0"));
+        assert!(is_tcp_name(b"TCPv6"));
+        assert!(!is_tcp_name(b"UNIX\0"));
+        assert!(!is_tcp_name(b"MPTCP"));
     }
 }

@@ -29,6 +29,12 @@ fn line(out: &mut String, uid: Option<u64>, name: &str, v: [Value; 5]) {
 
 /// The whole file: header and one block per container.
 pub fn render(containers: &[Beancounters]) -> String {
+    render_rows(containers, false)
+}
+
+/// With `only_present`, a UBC resource the container has no row for (filtered out with
+/// `--resources`) and the `dummy` rows are left out instead of printed as zeros.
+pub fn render_rows(containers: &[Beancounters], only_present: bool) -> String {
     let mut out = format!("{VERSION_LINE}\n");
     let _ = writeln!(
         out,
@@ -36,12 +42,15 @@ pub fn render(containers: &[Beancounters]) -> String {
         "uid", "resource", "held", "maxheld", "barrier", "limit", "failcnt"
     );
     for bc in containers {
-        for (i, name) in UBC_ORDER.iter().enumerate() {
+        let mut first = true;
+        for name in UBC_ORDER {
             let values = match bc.row(name) {
                 Some(r) if *name != "dummy" => [r.held, r.maxheld, r.barrier, r.limit, r.failcnt],
+                _ if only_present => continue,
                 _ => [Value::Num(0); 5],
             };
-            line(&mut out, (i == 0).then_some(bc.cgroup_id), name, values);
+            line(&mut out, first.then_some(bc.cgroup_id), name, values);
+            first = false;
         }
     }
     out

@@ -256,6 +256,10 @@ pub enum Command {
         /// Print the final beancounters of deleted containers instead
         #[arg(long)]
         ledger: bool,
+        /// Only these resources, comma-separated (e.g. numproc,physpages,io); the others are
+        /// not read at all
+        #[arg(long, value_name = "LIST")]
+        resources: Option<String>,
         /// Containers (default: all)
         ids: Vec<String>,
     },

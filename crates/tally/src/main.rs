@@ -205,7 +205,10 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 })?;
             }
         }
-        Command::Beancounters { format, ledger, ids } => print_beancounters(&root, format, ledger, &ids)?,
+        Command::Beancounters { format, ledger, resources, ids } => {
+            let wanted = resources.as_deref().map(tally_beancounters::Wanted::parse).transpose()?;
+            print_beancounters(&root, format, ledger, wanted.as_ref(), &ids)?
+        }
         Command::Features => println!("{}", serde_json::to_string_pretty(&tally_runtime::features::document())?),
     }
     Ok(0)
@@ -213,11 +216,24 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
 
 /// The /proc/user_beancounters table, or JSON (one object per container, `null` where a
 /// value does not exist); with --ledger, the final sets of deleted containers.
-fn print_beancounters(root: &StateRoot, format: ListFormat, ledger: bool, ids: &[String]) -> Result<()> {
+fn print_beancounters(
+    root: &StateRoot,
+    format: ListFormat,
+    ledger: bool,
+    wanted: Option<&tally_beancounters::Wanted>,
+    ids: &[String],
+) -> Result<()> {
     if ledger {
         let mut entries = lifecycle::ledger(root)?;
         if !ids.is_empty() {
             entries.retain(|e| e["beancounters"]["id"].as_str().is_some_and(|id| ids.iter().any(|i| i == id)));
+        }
+        if let Some(w) = wanted {
+            for e in &mut entries {
+                if let Some(rows) = e["beancounters"]["resources"].as_array_mut() {
+                    rows.retain(|r| r["resource"].as_str().is_some_and(|n| w.wants(n)));
+                }
+            }
         }
         if format == ListFormat::Json {
             println!("{}", serde_json::to_string_pretty(&entries)?);
@@ -225,15 +241,15 @@ fn print_beancounters(root: &StateRoot, format: ListFormat, ledger: bool, ids: &
             // One table, as /proc/user_beancounters held every container; the uid column is
             // each container's cgroup inode (--format json has the IDs and deletion times).
             let all: Vec<_> = entries.iter().map(|e| from_ledger(&e["beancounters"])).collect();
-            print!("{}", tally_beancounters::table::render(&all));
+            print!("{}", tally_beancounters::table::render_rows(&all, wanted.is_some()));
         }
         return Ok(());
     }
-    let all = lifecycle::beancounters(root, ids)?;
+    let all = lifecycle::beancounters(root, ids, wanted)?;
     if format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print!("{}", tally_beancounters::table::render(&all));
+        print!("{}", tally_beancounters::table::render_rows(&all, wanted.is_some()));
     }
     Ok(())
 }

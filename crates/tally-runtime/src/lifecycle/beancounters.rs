@@ -4,51 +4,86 @@
 
 use std::path::PathBuf;
 
-use tally_beancounters::{collect, Beancounters, MaxHeld, Target};
+use tally_beancounters::{collect, Beancounters, MaxHeld, Target, Wanted};
 
 use super::LifecycleError;
 use crate::state::{ContainerDir, ContainerState, Lock, StateRoot, Status};
 
 const MAXHELD_FILE: &str = "beancounters.maxheld.json";
 
-/// The beancounters of `ids`, or of every container when `ids` is empty.
-pub fn beancounters(root: &StateRoot, ids: &[String]) -> Result<Vec<Beancounters>, LifecycleError> {
+/// The beancounters of `ids`, or of every container when `ids` is empty; only the `wanted`
+/// resources when given. Containers are read in parallel, one thread per CPU: each read is
+/// many small /proc and cgroup reads, system time that scales with the cores.
+pub fn beancounters(
+    root: &StateRoot,
+    ids: &[String],
+    wanted: Option<&Wanted>,
+) -> Result<Vec<Beancounters>, LifecycleError> {
     let listing_all = ids.is_empty();
     let ids = if listing_all { root.ids()? } else { ids.to_vec() };
-    let mut out = Vec::new();
-    for id in &ids {
-        let dir = match ContainerDir::open(root, id, Lock::Shared) {
-            Ok(d) => d,
-            // A container deleted while everything is listed is simply not listed.
-            Err(_) if listing_all => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let Some(state) = dir.load()? else {
-            if listing_all {
-                continue;
-            }
-            return Err(LifecycleError::Creating(id.clone()));
-        };
-        out.push(read(&dir, &state, true));
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ids.len().div_ceil(16)).max(1);
+    let chunk = ids.len().div_ceil(threads).max(1);
+    let read_part = |part: &[String]| -> Result<Vec<Beancounters>, LifecycleError> {
+        part.iter().filter_map(|id| one(root, id, listing_all, wanted).transpose()).collect()
+    };
+    if threads == 1 {
+        return read_part(&ids);
+    }
+    let results: Vec<Result<Vec<Beancounters>, LifecycleError>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ids.chunks(chunk).map(|part| scope.spawn(move || read_part(part))).collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p))).collect()
+    });
+    let mut out = Vec::with_capacity(ids.len());
+    for r in results {
+        out.extend(r?);
     }
     Ok(out)
+}
+
+/// One container of a listing: `None` when listing everything and it went away meanwhile.
+fn one(
+    root: &StateRoot,
+    id: &str,
+    listing_all: bool,
+    wanted: Option<&Wanted>,
+) -> Result<Option<Beancounters>, LifecycleError> {
+    let dir = match ContainerDir::open(root, id, Lock::Shared) {
+        Ok(d) => d,
+        // A container deleted while everything is listed is simply not listed.
+        Err(_) if listing_all => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let Some(state) = dir.load()? else {
+        if listing_all {
+            return Ok(None);
+        }
+        return Err(LifecycleError::Creating(id.to_string()));
+    };
+    Ok(Some(read_some(&dir, &state, true, wanted)))
 }
 
 /// One container's beancounters now. With `persist`, the sampled maxheld is saved in the
 /// state directory: only by commands holding the container's lock, since `delete` removes it.
 pub(super) fn read(dir: &ContainerDir, state: &ContainerState, persist: bool) -> Beancounters {
+    read_some(dir, state, persist, None)
+}
+
+fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: Option<&Wanted>) -> Beancounters {
     let alive = dir.status(Some(state)) != Status::Stopped;
     let path: PathBuf = dir.path().join(MAXHELD_FILE);
     let mut maxheld = MaxHeld::load(&path);
+    let before = maxheld.clone();
     let cgroup_path = crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup);
     let target = Target {
         id: &state.id,
         cgroup_path: &cgroup_path,
         init_pid: alive.then_some(state.pid),
-        shmall: configured_shmall(dir),
+        // The config is parsed only when its one value is asked for.
+        shmall: if wanted.is_none_or(|w| w.wants("shmpages")) { configured_shmall(dir) } else { None },
+        wanted,
     };
     let bc = collect(&target, &mut maxheld);
-    if persist {
+    if persist && maxheld != before {
         // Losing a high-water mark costs accuracy, not correctness: not an error.
         let _ = maxheld.save(&path);
     }

@@ -1,0 +1,130 @@
+#!/bin/sh
+# density.sh TALLY [N]: N (default 1000, TALLY_DENSITY_N) `sleep` containers started one after
+# another with tally and then with crun, in one run, on the same busybox bundle:
+#   - the time of each block of 100 create+start calls (is the 1,000th as cheap as the 1st?)
+#   - with all N running: `list`, `state` of one, and for tally `beancounters` of all and of one
+#     (hyperfine, 10 runs each)
+#   - the host memory per container: the kernel's (Slab + PageTables + KernelStack + Percpu
+#     from /proc/meminfo, before the first create and after the last start, divided by N) plus
+#     the container's own (Private of its init, /proc/PID/smaps_rollup); and, for reference,
+#     MemTotal-MemAvailable the same way, which also moves with the page cache and is noisier
+#   - the time to delete all N
+# Runs inside the cgroup sandbox without the v2 "unified" mount (crun 1.8 refuses hybrid hosts).
+# Results: text on stdout and markdown in target/bench/density.md.
+set -eu
+tally=$(realpath "$1")
+n=${2:-${TALLY_DENSITY_N:-1000}}
+here=$(cd "$(dirname "$0")" && pwd)
+out=$(realpath -m "$here/../target/bench")
+mkdir -p "$out"
+if [ -z "${TALLY_BENCH_IN_SANDBOX:-}" ]; then
+  export TALLY_BENCH_IN_SANDBOX=1 SANDBOX_NO_UNIFIED=1
+  exec "$here/cgroup-sandbox.sh" "$0" "$@"
+fi
+case $n in ''|*[!0-9]*|0) echo "density: N must be a positive number, not '$n'" >&2; exit 2 ;; esac
+work=$(mktemp -d /tmp/tally-density.XXXXXX)
+names=""
+# Whatever is left in a runtime's state root (a failed run) is force-deleted by that runtime.
+cleanup() {
+  for name in $names; do
+    eval "bin=\$bin_$name"
+    for id in $(ls "$work/root-$name" 2>/dev/null); do
+      "$bin" --root "$work/root-$name" delete --force "$id" >/dev/null 2>&1 || true
+    done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$here/make-bundle.sh" "$work/bundle" "$tally" >/dev/null
+sed -i -e 's|"sh"$|"sleep", "1000000"|' -e 's|"ociVersion": "[^"]*"|"ociVersion": "1.0.2"|' "$work/bundle/config.json"
+
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# kB of one /proc/meminfo field.
+meminfo() { awk -v k="$1:" '$1 == k { print $2 }' /proc/meminfo; }
+used_kb() { echo $(( $(meminfo MemTotal) - $(meminfo MemAvailable) )); }
+
+names=tally; bin_tally=$tally
+if command -v crun >/dev/null; then names="$names crun"; bin_crun=$(command -v crun); fi
+
+{
+  echo "N = $n sleep containers per runtime, started one after another (create + start)."
+  echo
+  echo "| runtime | first 100 (ms) | last 100 (ms) | last/first | all $n (s) | list (ms) | state (ms) | beancounters all (ms) | beancounters one (ms) | delete all (s) | memory / container (KiB) | of it slab | page tables | kernel stack | percpu | init private | MemAvailable drop / container (KiB) |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+} > "$out/density.md"
+blocks_md="$out/density-blocks.md"
+: > "$blocks_md"
+
+for name in $names; do
+  eval "bin=\$bin_$name"
+  root=$work/root-$name
+  mkdir -p "$root" "$work/pids-$name"
+  sync
+  echo 3 > /proc/sys/vm/drop_caches
+  used0=$(used_kb); slab0=$(meminfo Slab); pt0=$(meminfo PageTables); ks0=$(meminfo KernelStack); pc0=$(meminfo Percpu)
+  echo "== $name: starting $n containers"
+  blocks=""; first=""; last=""
+  start_all=$(now_ms); t0=$start_all
+  i=1
+  while [ "$i" -le "$n" ]; do
+    "$bin" --root "$root" create --bundle "$work/bundle" --pid-file "$work/pids-$name/c$i" "c$i" </dev/null >/dev/null 2>"$work/err" ||
+      { echo "density: $name create c$i failed: $(cat "$work/err")" >&2; exit 1; }
+    "$bin" --root "$root" start "c$i" </dev/null >/dev/null 2>"$work/err" ||
+      { echo "density: $name start c$i failed: $(cat "$work/err")" >&2; exit 1; }
+    if [ $(( i % 100 )) -eq 0 ] || [ "$i" -eq "$n" ]; then
+      t1=$(now_ms); ms=$(( t1 - t0 )); t0=$t1
+      blocks="$blocks $ms"
+      [ -n "$first" ] || first=$ms
+      last=$ms
+      echo "  containers $(( (i - 1) / 100 * 100 + 1 ))-$i: $ms ms"
+    fi
+    i=$(( i + 1 ))
+  done
+  all_s=$(echo "$start_all $(now_ms)" | awk '{ printf "%.1f", ($2 - $1) / 1000 }')
+  echo "| $name |$blocks |" | sed 's/ \([0-9]\)/ | \1/g; s/| | /| /' >> "$blocks_md"
+  sleep 2
+  used1=$(used_kb); slab1=$(meminfo Slab); pt1=$(meminfo PageTables); ks1=$(meminfo KernelStack); pc1=$(meminfo Percpu)
+  rss=0; priv=0
+  for f in "$work/pids-$name"/*; do
+    set -- $(awk '/^Rss:/ { r = $2 } /^Private_(Clean|Dirty):/ { p += $2 } END { print r + 0, p + 0 }' "/proc/$(cat "$f")/smaps_rollup" 2>/dev/null || echo 0 0)
+    rss=$(( rss + $1 )); priv=$(( priv + $2 ))
+  done
+  per() { echo "$1 $n" | awk '{ printf "%.1f", $1 / $2 }'; }
+  running=$("$bin" --root "$root" list -q | wc -l)
+  [ "$running" -eq "$n" ] || { echo "density: $name lists $running containers, not $n" >&2; exit 1; }
+  mid=c$(( (n + 1) / 2 ))
+  hf() { hyperfine -N --warmup 1 --runs 10 --export-json "$work/hf.json" "$@" >/dev/null 2>&1 &&
+         python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["mean"] * 1000))' "$work/hf.json"; }
+  list_ms=$(hf "$bin --root $root list")
+  state_ms=$(hf "$bin --root $root state $mid")
+  bc_all=-; bc_one=-
+  if [ "$name" = tally ]; then
+    bc_all=$(hf "$bin --root $root beancounters")
+    bc_one=$(hf "$bin --root $root beancounters $mid")
+  fi
+  echo "  list $list_ms ms, state $state_ms ms, beancounters all $bc_all ms, one $bc_one ms"
+  kernel=$(( slab1 - slab0 + pt1 - pt0 + ks1 - ks0 + pc1 - pc0 ))
+  echo "  memory per container $(per $(( kernel + priv ))) KiB: slab $(per $(( slab1 - slab0 ))), page tables $(per $(( pt1 - pt0 ))), kernel stack $(per $(( ks1 - ks0 ))), percpu $(per $(( pc1 - pc0 ))), init private $(per $priv) (Rss $(per $rss)); MemAvailable drop $(per $(( used1 - used0 )))"
+  t0=$(now_ms)
+  i=1
+  while [ "$i" -le "$n" ]; do
+    "$bin" --root "$root" delete --force "c$i" </dev/null >/dev/null 2>"$work/err" ||
+      { echo "density: $name delete c$i failed: $(cat "$work/err")" >&2; exit 1; }
+    i=$(( i + 1 ))
+  done
+  del_s=$(echo "$t0 $(now_ms)" | awk '{ printf "%.1f", ($2 - $1) / 1000 }')
+  echo "  delete all: $del_s s"
+  left=$(ls "$root" | wc -l)
+  [ "$left" -eq 0 ] || { echo "density: $name left $left containers in its state root" >&2; exit 1; }
+  ratio=$(echo "$last $first" | awk '{ printf "%.2f", $1 / $2 }')
+  echo "| $name | $first | $last | $ratio | $all_s | $list_ms | $state_ms | $bc_all | $bc_one | $del_s | $(per $(( kernel + priv ))) | $(per $(( slab1 - slab0 ))) | $(per $(( pt1 - pt0 ))) | $(per $(( ks1 - ks0 ))) | $(per $(( pc1 - pc0 ))) | $(per $priv) | $(per $(( used1 - used0 ))) |" >> "$out/density.md"
+done
+{
+  echo; echo "Time (ms) of each block of 100 create+start calls:"; echo
+  nb=$(( (n + 99) / 100 ))
+  printf '| runtime |'; i=1; while [ $i -le $nb ]; do printf ' %s |' "$i"; i=$((i + 1)); done; echo
+  printf '|---|'; i=1; while [ $i -le $nb ]; do printf -- '---|'; i=$((i + 1)); done; echo
+  cat "$blocks_md"
+} >> "$out/density.md"
+rm -f "$blocks_md"
+cat "$out/density.md"
