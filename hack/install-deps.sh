@@ -2,8 +2,9 @@
 # Installs what building and testing tally needs, from Debian's archive. Idempotent: packages
 # already present are not fetched again, and apt-get update runs only when something is missing.
 set -eu
-# g++: libFuzzer (fuzz/, built by libfuzzer-sys) is C++.
-PKGS="g++ libseccomp-dev pkg-config libelf-dev zlib1g-dev busybox-static hyperfine runc crun iproute2 util-linux procps time podman containerd"
+# g++: libFuzzer (fuzz/, built by libfuzzer-sys) is C++. e2fsprogs: mkfs.ext4 formats the
+# VM's scratch disk with project quotas (hack/vm/run.sh).
+PKGS="g++ e2fsprogs libseccomp-dev pkg-config libelf-dev zlib1g-dev busybox-static hyperfine runc crun iproute2 util-linux procps time podman containerd"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

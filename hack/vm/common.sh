@@ -30,8 +30,8 @@ TALLY_VM_KERNEL_PKG=${TALLY_VM_KERNEL_PKG:-linux-image-cloud-amd64}
 TALLY_VM_KERNEL_SUITE=${TALLY_VM_KERNEL_SUITE:-}
 TALLY_VM_QEMU_SUITE=${TALLY_VM_QEMU_SUITE-bookworm-backports}
 TALLY_VM_MIRROR=${TALLY_VM_MIRROR:-http://deb.debian.org/debian}
-TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth}
-TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk}
+TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth quota_v2}
+TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk quota_v2}
 
 # QEMU and its firmware. All five are needed: qemu-system-x86 has the binary, -common the TCG
 # accelerator module (accel-tcg-x86_64.so is a loadable module in Debian's build), -data the

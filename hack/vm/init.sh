@@ -96,6 +96,13 @@ done
 if [ -n "$disk" ]; then
     read -r TALLY_VM_DISK <"/sys/block/$disk/dev"
     export TALLY_VM_DISK TALLY_VM_DISK_DEV="/dev/$disk"
+    # ext4 with the quota and project features (run.sh): the mount options turn enforcement on.
+    mkdir -p /mnt/disk
+    if mount -t ext4 -o usrquota,prjquota "/dev/$disk" /mnt/disk; then
+        export TALLY_VM_DISK_MNT=/mnt/disk
+    else
+        say "warning: could not mount /dev/$disk with quotas"
+    fi
 else
     say "warning: no virtio disk found"
 fi

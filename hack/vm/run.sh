@@ -22,7 +22,7 @@
 #   TALLY_VM_LOG     console log file (default $TALLY_VM_CACHE/console.log, overwritten per run)
 #   TALLY_VM_MEM     guest memory in MiB (default 1024)
 #   TALLY_VM_CPUS    guest CPUs (default 2)
-#   TALLY_VM_DISK_MB size of the scratch virtio disk (default 64)
+#   TALLY_VM_DISK_MB size of the scratch virtio disk (default 128)
 #   TALLY_VM_APPEND  extra kernel command line parameters
 #   TALLY_VM_SHELL=1 interactive shell on the console after the payload (needs a terminal)
 #   TALLY_VM_DEBUG=1 trace /init and print the guest's kernel log before poweroff
@@ -55,9 +55,13 @@ log=${TALLY_VM_LOG:-$TALLY_VM_CACHE/console.log}
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tally-vm.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
 "$HERE/build-initramfs.sh" "$tmp/initramfs.cpio.gz" "$payload"
-# The scratch disk: sparse, blank, new for every run. Tests get its MAJ:MIN as TALLY_VM_DISK
-# (for io.max) and may write to it or mkfs it (busybox mke2fs) as they like.
-truncate -s "${TALLY_VM_DISK_MB:-64}M" "$tmp/disk.raw"
+# The scratch disk: sparse, new for every run, ext4 with user and project quotas (busybox's
+# mke2fs cannot make those, so it is formatted here). The guest mounts it at /mnt/disk with
+# usrquota,prjquota (init.sh); tests get its MAJ:MIN as TALLY_VM_DISK (for io.max) and its
+# mount point as TALLY_VM_DISK_MNT.
+truncate -s "${TALLY_VM_DISK_MB:-128}M" "$tmp/disk.raw"
+mkfs.ext4 -q -F -O quota,project -E quotatype=usrquota:prjquota "$tmp/disk.raw" ||
+    vm_die "mkfs.ext4 (e2fsprogs) could not format the scratch disk"
 
 cmdline="console=ttyS0 panic=-1 quiet tally.timeout=$guest_limit"
 [ -n "$args" ] && cmdline="$cmdline tally.args=\"$args\""

@@ -112,7 +112,12 @@ const APPLETS: &[&str] = &[
 
 impl Bundle {
     pub fn busybox(name: &str) -> Bundle {
-        let dir = std::env::temp_dir().join(unique(&format!("tally-it-{name}")));
+        Bundle::busybox_in(&std::env::temp_dir(), name)
+    }
+
+    /// A busybox bundle under `parent` (e.g. on a filesystem with quotas).
+    pub fn busybox_in(parent: &Path, name: &str) -> Bundle {
+        let dir = parent.join(unique(&format!("tally-it-{name}")));
         let rootfs = dir.join("rootfs");
         for d in ["bin", "proc", "sys", "dev", "etc", "tmp", "root"] {
             fs::create_dir_all(rootfs.join(d)).unwrap();

@@ -17,9 +17,12 @@ fn cgroup_file(id: &str, name: &str) -> Option<String> {
 fn cpuunits_cpulimit_ioprio_and_iolimit_reach_the_cgroup() {
     let t = Tally::new();
     let id = "vz-cpu";
-    let mut b = Bundle::busybox(id);
-    // The VM's test files live in its initramfs (no disk): the I/O limits are tested where
-    // the rootfs has one.
+    // The VM's scratch disk, where there is one: its bundles are on a block device.
+    let mut b = match std::env::var_os("TALLY_VM_DISK_MNT") {
+        Some(m) => Bundle::busybox_in(std::path::Path::new(&m), id),
+        None => Bundle::busybox(id),
+    };
+    // The I/O limits are tested where the rootfs has a disk.
     let dev = std::os::unix::fs::MetadataExt::dev(&fs::metadata(b.rootfs()).unwrap());
     let has_disk = PathBuf::from(format!("/sys/dev/block/{}:{}", libc::major(dev), libc::minor(dev))).exists();
     if !has_disk {
@@ -229,4 +232,51 @@ fn cpulimit_25_holds_a_busy_loop_at_a_quarter_of_a_cpu() {
     assert!((20.0..=30.0).contains(&share), "{share:.1} % of one CPU, not 25 ± 5");
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, &b);
+}
+
+/// The seconds between the two /proc/uptime readings the writer prints ("T0 T1").
+fn elapsed_seconds(out: &str) -> f64 {
+    let t: Vec<f64> = out.split_whitespace().filter_map(|w| w.parse().ok()).collect();
+    match t[..] {
+        [t0, t1] => t1 - t0,
+        _ => panic!("no two uptimes in the writer's output: {out}"),
+    }
+}
+
+/// A direct-I/O writer of `ops` 4 KiB writes in a container on the VM's disk, with the given
+/// vz annotations: the seconds dd took (busybox's dd reports no time: /proc/uptime around it,
+/// 10 ms resolution).
+fn direct_writer(t: &Tally, mnt: &std::path::Path, id: &str, ops: u32, annotations: serde_json::Value) -> f64 {
+    let mut b = Bundle::busybox_in(mnt, id);
+    // Overwrites of a file already on disk: one device write per dd write, no allocation.
+    fs::write(b.rootfs().join("data"), vec![1u8; ops as usize * 4096]).unwrap();
+    fs::File::open(b.rootfs().join("data")).unwrap().sync_all().unwrap();
+    b.edit(|c| c["annotations"] = annotations);
+    b.sh(&format!(
+        "read t0 _ < /proc/uptime; dd if=/dev/zero of=/data bs=4096 count={ops} oflag=direct conv=notrunc 2>/dev/null; \
+         read t1 _ < /proc/uptime; echo $t0 $t1"
+    ));
+    let r = t.run_container(id, &b).ok();
+    t.assert_clean(id, &b);
+    elapsed_seconds(&r.stdout)
+}
+
+/// iopslimit caps a direct-I/O writer within 10 %: 400 writes at 100 ops/s take 4 s.
+#[test]
+fn iopslimit_caps_a_direct_io_writer() {
+    let Some(mnt) = std::env::var_os("TALLY_VM_DISK_MNT").map(PathBuf::from) else {
+        skip("iopslimit_caps_a_direct_io_writer", "needs a disk the test may throttle: runs in the VM (make vm-test)");
+        return;
+    };
+    let t = Tally::new();
+    let free = direct_writer(&t, &mnt, "vz-iops-free", 400, json!({}));
+    let free_rate = 400.0 / free;
+    if free_rate < 200.0 {
+        skip("iopslimit_caps_a_direct_io_writer", &format!("the disk does only {free_rate:.0} ops/s unthrottled"));
+        return;
+    }
+    let limited = direct_writer(&t, &mnt, "vz-iops", 400, json!({"org.tally.vz.iopslimit": "100"}));
+    let rate = 400.0 / limited;
+    eprintln!("iopslimit 100: the writer did {rate:.1} ops/s ({limited:.2} s); unthrottled {free_rate:.0} ops/s");
+    assert!((90.0..=110.0).contains(&rate), "{rate:.1} ops/s, not 100 within 10 %");
 }

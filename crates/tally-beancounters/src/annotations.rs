@@ -101,8 +101,14 @@ pub fn apply(config: &mut Json, v2: bool, page: u64) -> Result<(), AnnotationErr
     for (key, value) in annotations {
         let err = |message: String| AnnotationError { annotation: key.clone(), message };
         let resource = &key[PREFIX.len()..];
+        // The disk quota is no OCI field: the runtime sets it on the rootfs at create
+        // (crate::diskquota::requested reads and checks these).
+        if resource == crate::diskquota::DISKSPACE || resource == crate::diskquota::DISKINODES {
+            continue;
+        }
         let Some((_, unit)) = RESOURCES.iter().find(|(r, _)| *r == resource) else {
-            let known: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
+            let mut known: Vec<&str> = RESOURCES.iter().map(|(r, _)| *r).collect();
+            known.extend([crate::diskquota::DISKSPACE, crate::diskquota::DISKINODES]);
             return Err(err(format!("unknown beancounter resource {resource:?} (known: {})", known.join(", "))));
         };
         let s = parse(unit, &value, page).map_err(|m| err(format!("{value:?}: {m}")))?;

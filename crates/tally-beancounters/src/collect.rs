@@ -22,6 +22,8 @@ pub struct Target<'a> {
     pub shmall: Option<u64>,
     /// Only these resources (`--resources`); `None` is every one.
     pub wanted: Option<&'a Wanted>,
+    /// The disk quota's project id and a path on its filesystem (the rootfs), when it has one.
+    pub disk: Option<(&'a Path, u32)>,
 }
 
 /// A `--resources` filter: row names, where `io`, `pressure` and `hugetlb` stand for all of
@@ -48,7 +50,7 @@ impl Wanted {
         let mut names = Vec::new();
         for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
             let known = crate::model::UBC_ORDER.contains(&name) && name != "dummy"
-                || ["swappages", "cpu", "sockbuf"].contains(&name)
+                || ["swappages", "cpu", "sockbuf", "diskspace", "diskinodes"].contains(&name)
                 || FAMILIES.contains(&name)
                 || FAMILIES.iter().any(|f| name.strip_prefix(f).is_some_and(|r| r.starts_with('.')));
             if !known {
@@ -290,6 +292,9 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     };
     if SAMPLED.iter().any(|r| t.wants(r)) {
         rows.extend(sampled_rows(t, &layout.pids(), page, maxheld));
+    }
+    if t.wants("diskspace") || t.wants("diskinodes") {
+        rows.extend(disk_rows(t, maxheld));
     }
     // shmpages' limit is the container's kernel.shmall, which only its IPC namespace shows:
     // the configured value.
@@ -605,6 +610,45 @@ fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row
         rows.push(r);
     }
     rows
+}
+
+/// diskspace (1 KiB blocks) and diskinodes from the container's project quota. The kernel
+/// counts no refusals (EDQUOT leaves no trace in the quota): failcnt stays null.
+fn disk_rows(t: &Target, mh: &mut MaxHeld) -> Vec<Row> {
+    let mut space = Row::new("diskspace", Unit::Kib, Enforced::Kernel, "");
+    let mut inodes = Row::new("diskinodes", Unit::Items, Enforced::Kernel, "");
+    let Some((path, project)) = t.disk else {
+        for r in [&mut space, &mut inodes] {
+            r.enforced = Enforced::None;
+            r.source =
+                "unavailable: no disk quota (org.tally.beancounter.diskspace / diskinodes) for this container".into();
+        }
+        return vec![space, inodes];
+    };
+    match crate::diskquota::usage(path, project) {
+        Ok(u) => {
+            let lim = |v: Option<u64>| v.map(Value::Num).unwrap_or(Value::Unlimited);
+            space.held = Value::Num(u.space_bytes.div_ceil(1024));
+            space.maxheld = mh.observe("diskspace", space.held);
+            space.barrier = lim(u.limits.blocks_soft);
+            space.limit = lim(u.limits.blocks_hard);
+            inodes.held = Value::Num(u.inodes);
+            inodes.maxheld = mh.observe("diskinodes", inodes.held);
+            inodes.barrier = lim(u.limits.inodes_soft);
+            inodes.limit = lim(u.limits.inodes_hard);
+            let src = |what: &str| {
+                format!("held {what} of project quota {project} (quotactl Q_GETQUOTA on {}), maxheld sampled, barrier/limit its soft/hard limits; failcnt not counted by the kernel", path.display())
+            };
+            space.source = src("space in 1 KiB blocks");
+            inodes.source = src("inodes");
+        }
+        Err(e) => {
+            for r in [&mut space, &mut inodes] {
+                r.source = format!("unavailable: {e}");
+            }
+        }
+    }
+    vec![space, inodes]
 }
 
 /// The rows the samplers fill: processes' files, sockets, locks, pages, signals, ptys.

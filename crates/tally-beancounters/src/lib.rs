@@ -4,6 +4,7 @@
 
 pub mod annotations;
 pub mod collect;
+pub mod diskquota;
 mod kfile;
 pub mod ledger;
 pub mod model;

@@ -69,6 +69,8 @@ pub enum Unit {
     Items,
     /// CPU time (cpu row) or stall time (pressure rows).
     Usec,
+    /// 1 KiB blocks (diskspace, as vzquota counted).
+    Kib,
 }
 
 /// Who stops a container at the limit.

@@ -74,6 +74,7 @@ fn translate_annotations(data: &[u8], v2: bool, page: u64, dir: Option<&Path>) -
         |e: tally_beancounters::annotations::AnnotationError| (format!("annotations[\"{}\"]", e.annotation), e.message);
     if tally_beancounters::annotations::mentioned(data) {
         tally_beancounters::annotations::apply(&mut config, v2, page).map_err(named)?;
+        tally_beancounters::diskquota::requested(&config).map_err(named)?;
     }
     if tally_beancounters::vz::mentioned(data) {
         let device = match dir {

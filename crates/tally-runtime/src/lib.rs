@@ -6,6 +6,7 @@ pub mod cgroups;
 pub mod channel;
 pub mod console;
 pub mod default_spec;
+pub mod disk_quota;
 pub mod features;
 pub mod hooks;
 pub mod id;

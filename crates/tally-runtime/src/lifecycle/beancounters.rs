@@ -74,6 +74,7 @@ fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: 
     let mut maxheld = MaxHeld::load(&path);
     let before = maxheld.clone();
     let cgroup_path = crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup);
+    let quota = crate::disk_quota::record(dir);
     let target = Target {
         id: &state.id,
         cgroup_path: &cgroup_path,
@@ -81,6 +82,7 @@ fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: 
         // The config is parsed only when its one value is asked for.
         shmall: if wanted.is_none_or(|w| w.wants("shmpages")) { configured_shmall(dir) } else { None },
         wanted,
+        disk: quota.as_ref().map(|q| (q.rootfs.as_path(), q.project)),
     };
     let bc = collect(&target, &mut maxheld);
     if persist && maxheld != before {

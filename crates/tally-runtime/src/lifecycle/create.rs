@@ -63,6 +63,10 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         write_private(&dir.config_path(), &bundle.raw).map_err(|source| {
             LifecycleError::State(StateError::Io { id: container_id.into(), path: dir.config_path(), source })
         })?;
+        // Before the container can write anything, so all it writes is charged.
+        if let Some(limits) = crate::disk_quota::requested(&bundle.spec)? {
+            crate::disk_quota::setup(root, &dir, container_id, &bundle.rootfs, limits)?;
+        }
         let cgroup = Cgroup::open(&cg_path, opts.systemd_cgroup, container_id)?;
         let spawned = spawn::spawn(&Request {
             id: container_id,
@@ -116,6 +120,7 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         }
     })();
     if result.is_err() {
+        let _ = crate::disk_quota::release(root, &dir);
         let _ = dir.remove();
     }
     result

@@ -42,6 +42,7 @@ pub(super) fn delete_with(
                     let _ = cg.remove();
                 }
             }
+            crate::disk_quota::release(root, &dir)?;
             dir.remove()?;
             return Ok(());
         }
@@ -82,6 +83,7 @@ pub(super) fn delete_with(
         Status::Stopped | Status::Creating => {}
     }
     cgroup.remove()?;
+    crate::disk_quota::release(root, &dir)?;
     // Once the container is surely gone, so a retried delete never appends it twice.
     if let Err(e) = tally_beancounters::ledger::append(root.path(), &last) {
         tracing::warn!("beancounter ledger in {}: {e}", root.path().display());

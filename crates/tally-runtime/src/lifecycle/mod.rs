@@ -56,6 +56,8 @@ pub enum LifecycleError {
     Update(#[from] UpdateError),
     #[error(transparent)]
     Seccomp(#[from] crate::security::seccomp::SeccompError),
+    #[error(transparent)]
+    DiskQuota(#[from] crate::disk_quota::DiskQuotaError),
     #[error("container {id} is {status}: {message}")]
     WrongStatus { id: String, status: Status, message: &'static str },
     #[error("container {0} is still being created")]
