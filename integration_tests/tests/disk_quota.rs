@@ -160,3 +160,38 @@ fn malformed_disk_quota_values_are_errors_naming_the_annotation() {
         t.assert_clean(&id, &b);
     }
 }
+
+/// The second level: with a user namespace, a container's uid U is host uid hostID + U, so the
+/// host's user quota for that uid is the quota of the container's user U.
+#[test]
+fn a_host_user_quota_on_the_mapped_uid_is_a_quota_of_the_container_user() {
+    let Some(mnt) = quota_fs("a_host_user_quota_on_the_mapped_uid_is_a_quota_of_the_container_user") else { return };
+    let t = Tally::new();
+    let id = "dq-user";
+    let mut b = Bundle::busybox_in(&mnt, id);
+    let tmp = b.rootfs().join("tmp");
+    fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+    b.edit(|c| {
+        c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+        c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+        c["process"]["user"] = json!({"uid": 1000, "gid": 1000});
+    });
+    // 4 MiB against a 1 MiB quota for host uid 201000.
+    b.sh("dd if=/dev/zero of=/tmp/u bs=64k count=64 2>/dev/null; touch /tmp/rc-$?");
+    let host_uid = 201000;
+    let limit = diskquota::Limits { blocks_soft: Some(1024), blocks_hard: Some(1024), ..Default::default() };
+    diskquota::set_user_limits(&mnt, host_uid, &limit).unwrap();
+    let r = t.run_container(id, &b);
+    let rc = wait_for_marker(&tmp, "rc-");
+    let file = fs::metadata(tmp.join("u")).unwrap();
+    let used = diskquota::user_usage(&mnt, host_uid).unwrap();
+    diskquota::set_user_limits(&mnt, host_uid, &diskquota::Limits::default()).unwrap();
+    eprintln!("container uid 1000 (host {host_uid}) wrote {} KiB of a 1024 KiB user quota", file.len() / 1024);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_ne!(rc, "0", "dd stops at the user quota");
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&file), host_uid, "the file is the mapped uid's");
+    assert!(file.len() <= 1024 * 1024 && file.len() >= 900 * 1024, "{} bytes", file.len());
+    assert!(used.space_bytes <= 1024 * 1024, "{used:?}");
+    t.assert_clean(id, &b);
+}

@@ -58,7 +58,7 @@ pub enum QuotaError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("the rootfs {path} is on {fs}, which has no project quotas{hint}")]
     Unsupported { path: PathBuf, fs: String, hint: String },
-    #[error("project quota {project} on the filesystem of {path}: {op}: {source}")]
+    #[error("quota {project} on the filesystem of {path}: {op}: {source}")]
     Quotactl { path: PathBuf, project: u32, op: &'static str, source: std::io::Error },
     #[error("{path}: setting project id {project}: {source}")]
     Tag { path: PathBuf, project: u32, source: std::io::Error },
@@ -80,6 +80,7 @@ impl Usage {
 }
 
 // <linux/quota.h>
+const USRQUOTA: u32 = 0;
 const PRJQUOTA: u32 = 2;
 const Q_GETINFO: u32 = 0x800005;
 const Q_GETQUOTA: u32 = 0x800007;
@@ -174,10 +175,19 @@ pub fn check_support(path: &Path) -> Result<(), QuotaError> {
 
 /// Usage and limits of `project` on the filesystem of `path`.
 pub fn usage(path: &Path, project: u32) -> Result<Usage, QuotaError> {
+    get(path, PRJQUOTA, project)
+}
+
+/// Usage and limits of host user `uid` (the second level: see docs/beancounters.md).
+pub fn user_usage(path: &Path, uid: u32) -> Result<Usage, QuotaError> {
+    get(path, USRQUOTA, uid)
+}
+
+fn get(path: &Path, kind: u32, id: u32) -> Result<Usage, QuotaError> {
     let f = open_dir(path)?;
     let mut q = IfDqblk::default();
-    quotactl(f.as_raw_fd(), qcmd(Q_GETQUOTA, PRJQUOTA), project, (&mut q as *mut IfDqblk).cast())
-        .map_err(|source| QuotaError::Quotactl { path: path.into(), project, op: "reading usage", source })?;
+    quotactl(f.as_raw_fd(), qcmd(Q_GETQUOTA, kind), id, (&mut q as *mut IfDqblk).cast())
+        .map_err(|source| QuotaError::Quotactl { path: path.into(), project: id, op: "reading usage", source })?;
     let some = |v: u64| (v > 0).then_some(v);
     Ok(Usage {
         space_bytes: q.curspace,
@@ -193,6 +203,15 @@ pub fn usage(path: &Path, project: u32) -> Result<Usage, QuotaError> {
 
 /// Sets the project's limits (0, which the kernel reads as none, where a field is `None`).
 pub fn set_limits(path: &Path, project: u32, l: &Limits) -> Result<(), QuotaError> {
+    set(path, PRJQUOTA, project, l)
+}
+
+/// Sets host user `uid`'s limits on the filesystem of `path`.
+pub fn set_user_limits(path: &Path, uid: u32, l: &Limits) -> Result<(), QuotaError> {
+    set(path, USRQUOTA, uid, l)
+}
+
+fn set(path: &Path, kind: u32, id: u32, l: &Limits) -> Result<(), QuotaError> {
     let f = open_dir(path)?;
     let mut q = IfDqblk {
         bhardlimit: l.blocks_hard.unwrap_or(0),
@@ -202,8 +221,8 @@ pub fn set_limits(path: &Path, project: u32, l: &Limits) -> Result<(), QuotaErro
         valid: QIF_BLIMITS | QIF_ILIMITS,
         ..Default::default()
     };
-    quotactl(f.as_raw_fd(), qcmd(Q_SETQUOTA, PRJQUOTA), project, (&mut q as *mut IfDqblk).cast())
-        .map_err(|source| QuotaError::Quotactl { path: path.into(), project, op: "setting limits", source })
+    quotactl(f.as_raw_fd(), qcmd(Q_SETQUOTA, kind), id, (&mut q as *mut IfDqblk).cast())
+        .map_err(|source| QuotaError::Quotactl { path: path.into(), project: id, op: "setting limits", source })
 }
 
 // <linux/fs.h>: struct fsxattr and its ioctls.

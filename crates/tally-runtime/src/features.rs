@@ -65,6 +65,7 @@ pub fn document() -> Value {
             "org.tally.beancounter.resources": tally_beancounters::annotations::RESOURCES
                 .iter()
                 .map(|(r, _)| *r)
+                .chain([tally_beancounters::diskquota::DISKSPACE, tally_beancounters::diskquota::DISKINODES])
                 .collect::<Vec<_>>()
                 .join(","),
             // The OpenVZ CPU and I/O settings, the same way.
@@ -111,6 +112,10 @@ mod tests {
         assert_eq!(d["potentiallyUnsafeConfigAnnotations"], json!(["org.tally.beancounter.", "org.tally.vz."]));
         assert!(d["annotations"]["org.tally.vz.settings"].as_str().unwrap().contains("cpuunits"));
         assert!(d["annotations"]["org.tally.beancounter.resources"].as_str().unwrap().contains("numproc"));
+        assert!(d["annotations"]["org.tally.beancounter.resources"]
+            .as_str()
+            .unwrap()
+            .ends_with("diskspace,diskinodes"));
         // The probes, on any kernel tally supports (5.12 and later): TSYNC is accepted, the
         // build's architecture is known, and mount_setattr exists for the recursive options.
         assert!(d["linux"]["seccomp"]["supportedFlags"]
