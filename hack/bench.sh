@@ -21,18 +21,9 @@ fi
 runs=${TALLY_BENCH_RUNS:-50}
 work=$(mktemp -d /tmp/tally-bench.XXXXXX)
 names=""
-# A failed benchmark (set -e) must not leave containers or their cgroups behind: whatever is
-# left in a runtime's state root is force-deleted by that runtime.
-cleanup() {
-  for name in $names; do
-    eval "bin=\$bin_$name"
-    for id in $(ls "$work/root-$name" 2>/dev/null); do
-      "$bin" --root "$work/root-$name" delete --force "$id" >/dev/null 2>&1 || true
-    done
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench-common.sh
+. "$here/bench-common.sh"
+trap bench_cleanup EXIT
 "$here/make-bundle.sh" "$work/bundle" "$tally" >/dev/null
 # crun 1.8 refuses configs newer than the spec versions it knows ("unknown version
 # specified"); every runtime here reads a 1.0.2 config the same way.

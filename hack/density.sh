@@ -24,17 +24,9 @@ fi
 case $n in ''|*[!0-9]*|0) echo "density: N must be a positive number, not '$n'" >&2; exit 2 ;; esac
 work=$(mktemp -d /tmp/tally-density.XXXXXX)
 names=""
-# Whatever is left in a runtime's state root (a failed run) is force-deleted by that runtime.
-cleanup() {
-  for name in $names; do
-    eval "bin=\$bin_$name"
-    for id in $(ls "$work/root-$name" 2>/dev/null); do
-      "$bin" --root "$work/root-$name" delete --force "$id" >/dev/null 2>&1 || true
-    done
-  done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=bench-common.sh
+. "$here/bench-common.sh"
+trap bench_cleanup EXIT
 "$here/make-bundle.sh" "$work/bundle" "$tally" >/dev/null
 sed -i -e 's|"sh"$|"sleep", "1000000"|' -e 's|"ociVersion": "[^"]*"|"ociVersion": "1.0.2"|' "$work/bundle/config.json"
 

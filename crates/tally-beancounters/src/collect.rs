@@ -124,7 +124,7 @@ fn keyed_in(text: &str, key: &str) -> Value {
         .unwrap_or(Value::Absent)
 }
 
-fn page_size() -> u64 {
+pub(crate) fn page_size() -> u64 {
     // SAFETY: sysconf only reads a system constant.
     let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
     if p > 0 {

@@ -12,7 +12,33 @@ const BUF: usize = 16 * 1024;
 
 /// The whole text of `path`, or `None` when it cannot be opened or read.
 pub fn read(path: &Path) -> Option<String> {
-    let mut f = File::open(path).ok()?;
+    read_file(File::open(path).ok()?)
+}
+
+/// The whole text of `name` in the open directory `dir`: no walk of the directory's path
+/// again, which for /proc/PID/fdinfo/N per fd was a good part of a listing's time.
+pub fn read_at(dir: &File, name: &std::ffi::CStr) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: a valid dirfd and a NUL-terminated name.
+    let fd =
+        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    read_file(unsafe { File::from_raw_fd(fd) })
+}
+
+/// The target of the symlink `name` in the open directory `dir` (readlinkat).
+pub fn link_at(dir: &File, name: &std::ffi::CStr) -> Option<Vec<u8>> {
+    use std::os::fd::AsRawFd;
+    let mut buf = [0u8; 256];
+    // SAFETY: a valid dirfd, a NUL-terminated name and a buffer of the length passed.
+    let n = unsafe { libc::readlinkat(dir.as_raw_fd(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    (n >= 0).then(|| buf[..n as usize].to_vec())
+}
+
+fn read_file(mut f: File) -> Option<String> {
     let mut buf = vec![0u8; BUF];
     let mut len = 0;
     loop {

@@ -37,26 +37,28 @@ pub fn sample(pids: &[i32]) -> Sample {
     let mut fds_seen = 0usize;
     for &pid in pids.iter().take(MAX_PROCESSES) {
         s.processes += 1;
-        if let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fd")) {
-            for e in entries.flatten() {
+        let dirs = (fs::File::open(format!("/proc/{pid}/fd")), fs::File::open(format!("/proc/{pid}/fdinfo")));
+        if let (Ok(fd_dir), Ok(fdinfo_dir)) = dirs {
+            let entries = fs::read_dir(format!("/proc/self/fd/{}", fd_dir.as_raw_fd()));
+            for e in entries.into_iter().flatten().flatten() {
                 fds_seen += 1;
                 if fds_seen > MAX_FDS {
                     s.truncated = true;
                     break;
                 }
                 s.files += 1;
-                let fd = e.file_name();
-                let fd = fd.to_string_lossy();
-                let target = fs::read_link(e.path()).unwrap_or_default();
-                let target = target.to_string_lossy();
+                let Ok(fd) = std::ffi::CString::new(e.file_name().as_encoded_bytes()) else { continue };
+                let target = crate::kfile::link_at(&fd_dir, &fd).unwrap_or_default();
+                let target = String::from_utf8_lossy(&target);
                 if let Some(inode) = target.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
                     if let Ok(i) = inode.parse() {
-                        if sockets.insert(i) && is_tcp(&e.path()) {
+                        let link = Path::new(&format!("/proc/{pid}/fd")).join(e.file_name());
+                        if sockets.insert(i) && is_tcp(&link) {
                             s.tcp_sockets += 1;
                         }
                     }
                 }
-                fd_locks(pid, &fd, &mut locks);
+                fd_locks(&fdinfo_dir, &fd, &mut locks);
             }
         }
         if let Some(status) = crate::kfile::read(Path::new(&format!("/proc/{pid}/status"))) {
@@ -64,7 +66,7 @@ pub fn sample(pids: &[i32]) -> Sample {
             // VmData + VmStk: statm's "data" field, the private writable memory.
             let private_kib =
                 status_field(&status, "VmData:").unwrap_or(0) + status_field(&status, "VmStk:").unwrap_or(0);
-            s.private_pages += (private_kib * 1024) / page_size();
+            s.private_pages += (private_kib * 1024) / crate::collect::page_size();
             if let Some(q) = status.lines().find_map(|l| l.strip_prefix("SigQ:")) {
                 let queued = q.trim().split('/').next().and_then(|n| n.parse().ok()).unwrap_or(0);
                 s.max_sigq = s.max_sigq.max(queued);
@@ -77,16 +79,6 @@ pub fn sample(pids: &[i32]) -> Sample {
     s.other_sockets = sockets.len() as u64 - s.tcp_sockets;
     s.flocks = locks.len() as u64;
     s
-}
-
-fn page_size() -> u64 {
-    // SAFETY: sysconf only reads a system constant.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
-    }
 }
 
 /// Whether the socket behind `/proc/PID/fd/N` is TCP: sockfs names each socket's protocol in
@@ -109,8 +101,8 @@ fn is_tcp_name(name: &[u8]) -> bool {
 /// The locks held through one fd (its fdinfo's `lock:` lines), keyed without their sequence
 /// number: a lock seen through a dup'ed fd, or an flock shared by forked processes, is
 /// one lock, as in /proc/locks.
-fn fd_locks(pid: i32, fd: &str, out: &mut HashSet<String>) {
-    let Some(info) = crate::kfile::read(Path::new(&format!("/proc/{pid}/fdinfo/{fd}"))) else { return };
+fn fd_locks(fdinfo_dir: &fs::File, fd: &std::ffi::CStr, out: &mut HashSet<String>) {
+    let Some(info) = crate::kfile::read_at(fdinfo_dir, fd) else { return };
     for line in info.lines() {
         let Some(rest) = line.strip_prefix("lock:") else { continue };
         // "lock:\t1: POSIX  ADVISORY  WRITE 42 00:1f:123 0 EOF": drop the "1:".
@@ -132,15 +124,42 @@ pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
     let held = open_in_root(init_pid, c"dev/pts")
         .and_then(|dir| fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok())
         .map(|d| d.flatten().filter(|e| e.file_name() != "ptmx").count() as u64);
-    let mountinfo = crate::kfile::read(Path::new(&format!("/proc/{init_pid}/mountinfo"))).unwrap_or_default();
-    let max = mountinfo.lines().find_map(|l| {
-        let (left, right) = l.split_once(" - ")?;
-        if left.split_whitespace().nth(4)? != "/dev/pts" {
+    (held, devpts_max(init_pid))
+}
+
+/// The `max=` of the container's /dev/pts mount. mountinfo is read in small pieces and only
+/// until that line: the kernel formats the lines a read asks for, and formatting every mount
+/// of every container was a sixth of a whole listing's time. (The runtime mounts /dev/pts
+/// early, so it is among the first lines.)
+fn devpts_max(pid: i32) -> Option<u64> {
+    use std::io::Read;
+    let mut f = fs::File::open(format!("/proc/{pid}/mountinfo")).ok()?;
+    let mut text = Vec::new();
+    let mut buf = [0u8; 512];
+    let mut scanned = 0;
+    loop {
+        let n = f.read(&mut buf).ok()?;
+        if n == 0 {
             return None;
         }
-        right.split_whitespace().nth(2)?.split(',').find_map(|o| o.strip_prefix("max=")?.parse().ok())
-    });
-    (held, max)
+        text.extend_from_slice(&buf[..n]);
+        while let Some(end) = text[scanned..].iter().position(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(&text[scanned..scanned + end]).into_owned();
+            scanned += end + 1;
+            if let Some(found) = devpts_line(&line) {
+                return found;
+            }
+        }
+    }
+}
+
+/// For the /dev/pts line of mountinfo, its `max=` (or `Some(None)` without one).
+fn devpts_line(line: &str) -> Option<Option<u64>> {
+    let (left, right) = line.split_once(" - ")?;
+    if left.split_whitespace().nth(4)? != "/dev/pts" {
+        return None;
+    }
+    Some(right.split_whitespace().nth(2)?.split(',').find_map(|o| o.strip_prefix("max=")?.parse().ok()))
 }
 
 /// A directory of the container, resolved inside its root (openat2 RESOLVE_IN_ROOT): the
@@ -226,8 +245,10 @@ mod tests {
         // The lock seen through both fds is one lock. (Other tests of this binary take locks
         // of their own in parallel threads: only the two fds here give an exact count.)
         let mut locks = HashSet::new();
-        fd_locks(me, &file.as_raw_fd().to_string(), &mut locks);
-        fd_locks(me, &dup.as_raw_fd().to_string(), &mut locks);
+        let fdinfo = fs::File::open("/proc/self/fdinfo").unwrap();
+        let name = |f: &fs::File| std::ffi::CString::new(f.as_raw_fd().to_string()).unwrap();
+        fd_locks(&fdinfo, &name(&file), &mut locks);
+        fd_locks(&fdinfo, &name(&dup), &mut locks);
         assert_eq!(locks.len(), 1, "{locks:?}");
         fs::remove_file(&dir).unwrap();
         drop((tcp, a, b, file, dup));
@@ -235,6 +256,14 @@ mod tests {
         assert!(after.tcp_sockets > before.tcp_sockets, "{before:?} -> {after:?}");
         assert!(after.other_sockets >= before.other_sockets + 2, "{before:?} -> {after:?}");
         assert!(after.flocks >= 1, "{before:?} -> {after:?}");
+    }
+
+    #[test]
+    fn the_devpts_line_gives_its_max() {
+        let l = "92 88 0:45 / /dev/pts rw,nosuid,noexec,relatime - devpts devpts rw,gid=5,mode=620,ptmxmode=666,max=2";
+        assert_eq!(devpts_line(l), Some(Some(2)));
+        assert_eq!(devpts_line(&l.replace(",max=2", "")), Some(None));
+        assert_eq!(devpts_line("90 88 0:44 / /dev rw - tmpfs tmpfs rw,mode=755"), None);
     }
 
     #[test]

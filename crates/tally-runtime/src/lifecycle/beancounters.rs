@@ -93,10 +93,15 @@ fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: 
 }
 
 /// `kernel.shmall` from the config `create` kept: the container's IPC namespace is the only
-/// place the kernel shows it.
+/// place the kernel shows it. Most configs do not set it: those are not parsed at all.
 fn configured_shmall(dir: &ContainerDir) -> Option<u64> {
-    let config = dir.config().ok()?;
-    config.linux().as_ref()?.sysctl().as_ref()?.get("kernel.shmall")?.trim().parse().ok()
+    let raw = std::fs::read(dir.config_path()).ok()?;
+    const KEY: &[u8] = b"kernel.shmall";
+    if !raw.windows(KEY.len()).any(|w| w == KEY) {
+        return None;
+    }
+    let config: serde_json::Value = serde_json::from_slice(&raw).ok()?;
+    config["linux"]["sysctl"]["kernel.shmall"].as_str()?.trim().parse().ok()
 }
 
 /// The ledger's entries, oldest first.
