@@ -424,7 +424,12 @@ fn twenty_concurrent_commands_on_one_id_succeed_or_name_the_conflict() {
                 creates_won += usize::from(args[0] == "create");
                 continue;
             }
-            assert_clear_failure(r, &format!("round {round}: {args:?}"));
+            // An exec'd process that the concurrent `kill` ended: exec reports its status
+            // (128 + SIGKILL) and nothing else, as runc does. Not an error of the runtime.
+            if args[0] == "exec" && r.code == 128 + libc::SIGKILL && r.stderr.is_empty() {
+                continue;
+            }
+            assert_clear_failure(r, &format!("round {round}: {args:?} (exit {})", r.code));
             assert!(r.stderr.contains(id), "round {round}: {args:?}: the error names the container: {}", r.stderr);
         }
         assert!(creates_won <= 1, "round {round}: {creates_won} creates of one ID succeeded");
