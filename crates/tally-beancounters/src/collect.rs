@@ -108,15 +108,6 @@ fn read(path: &Path) -> Option<String> {
     crate::kfile::read(path)
 }
 
-fn read_value(path: &Path) -> Value {
-    read(path).map(|t| Value::from_limit(&t)).unwrap_or(Value::Absent)
-}
-
-/// A `key value` line of a flat-keyed file (memory.stat, memory.events, pids.events).
-fn keyed(path: &Path, key: &str) -> Value {
-    read(path).map(|t| keyed_in(&t, key)).unwrap_or(Value::Absent)
-}
-
 fn keyed_in(text: &str, key: &str) -> Value {
     text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
@@ -253,18 +244,27 @@ fn hugetlb_name(kib: u64) -> String {
 
 /// The files of one cgroup directory, each read at most once per collection (memory.stat
 /// alone feeds five rows).
-struct CgroupFiles<'a> {
-    dir: &'a Path,
+/// The directory is opened once and its files read relative to it: a path walk of
+/// /sys/fs/cgroup/... per file was a good part of a listing's system time.
+struct CgroupFiles {
+    dir: Option<fs::File>,
     cache: std::cell::RefCell<HashMap<String, Option<String>>>,
 }
 
-impl<'a> CgroupFiles<'a> {
-    fn new(dir: &'a Path) -> Self {
+impl CgroupFiles {
+    fn new(dir: &Path) -> Self {
+        let dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .ok()
+            .and_then(|d| crate::kfile::open_dir(None, &d));
         CgroupFiles { dir, cache: Default::default() }
     }
 
     fn text(&self, name: &str) -> Option<String> {
-        self.cache.borrow_mut().entry(name.to_string()).or_insert_with(|| read(&self.dir.join(name))).clone()
+        let read_one = || {
+            let dir = self.dir.as_ref()?;
+            crate::kfile::read_at(dir, &std::ffi::CString::new(name).ok()?)
+        };
+        self.cache.borrow_mut().entry(name.to_string()).or_insert_with(read_one).clone()
     }
 
     fn has(&self, name: &str) -> bool {
@@ -551,25 +551,27 @@ fn v2_rows(d: &Path, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
 
 fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row> {
     let mut rows = Vec::new();
-    if let Some(d) = m.get("pids").filter(|d| d.join("pids.current").exists()) {
+    let files: HashMap<&str, CgroupFiles> =
+        ["pids", "memory", "cpuacct", "cpu"].iter().filter_map(|c| Some((*c, CgroupFiles::new(m.get(*c)?)))).collect();
+    if let Some(d) = files.get("pids").filter(|d| d.has("pids.current")) {
         let mut r = Row::new("numproc", Unit::Items, Enforced::Kernel, "");
-        r.held = read_value(&d.join("pids.current"));
+        r.held = d.value("pids.current");
         r.maxheld = mh.observe("numproc", r.held);
-        r.limit = read_value(&d.join("pids.max"));
+        r.limit = d.value("pids.max");
         r.barrier = r.limit;
-        r.failcnt = keyed(&d.join("pids.events"), "max");
+        r.failcnt = d.keyed("pids.events", "max");
         r.source =
             "cgroup v1: held pids.current, maxheld sampled, barrier/limit pids.max, failcnt pids.events max".into();
         rows.push(r);
     }
-    match m.get("memory").filter(|d| d.join("memory.usage_in_bytes").exists()) {
+    match files.get("memory").filter(|d| d.has("memory.usage_in_bytes")) {
         Some(d) => {
             let mut r = Row::new("physpages", Unit::Pages, Enforced::Kernel, "");
-            r.held = read_value(&d.join("memory.usage_in_bytes")).to_pages(page);
-            r.maxheld = read_value(&d.join("memory.max_usage_in_bytes")).to_pages(page);
-            r.barrier = read_value(&d.join("memory.soft_limit_in_bytes")).to_pages(page);
-            r.limit = read_value(&d.join("memory.limit_in_bytes")).to_pages(page);
-            r.failcnt = read_value(&d.join("memory.failcnt"));
+            r.held = d.value("memory.usage_in_bytes").to_pages(page);
+            r.maxheld = d.value("memory.max_usage_in_bytes").to_pages(page);
+            r.barrier = d.value("memory.soft_limit_in_bytes").to_pages(page);
+            r.limit = d.value("memory.limit_in_bytes").to_pages(page);
+            r.failcnt = d.value("memory.failcnt");
             r.source =
                 "cgroup v1: memory.usage_in_bytes, max_usage_in_bytes, soft_limit_in_bytes, limit_in_bytes, failcnt"
                     .into();
@@ -593,16 +595,16 @@ fn v1_rows(m: &HashMap<String, PathBuf>, page: u64, mh: &mut MaxHeld) -> Vec<Row
             }
         }
     }
-    if let Some(d) = m.get("cpuacct") {
+    if let Some(d) = files.get("cpuacct") {
         let mut r = Row::new("cpu", Unit::Usec, Enforced::Kernel, "");
-        r.held = read_value(&d.join("cpuacct.usage")).num().map(|ns| Value::Num(ns / 1000)).unwrap_or_default();
-        if let Some(c) = m.get("cpu") {
-            r.barrier = read_value(&c.join("cpu.shares"));
-            r.limit = match read_value(&c.join("cpu.cfs_quota_us")) {
+        r.held = d.value("cpuacct.usage").num().map(|ns| Value::Num(ns / 1000)).unwrap_or_default();
+        if let Some(c) = files.get("cpu") {
+            r.barrier = c.value("cpu.shares");
+            r.limit = match c.value("cpu.cfs_quota_us") {
                 v @ Value::Num(_) => v,
                 _ => Value::Unlimited,
             };
-            r.failcnt = keyed(&c.join("cpu.stat"), "nr_throttled");
+            r.failcnt = c.keyed("cpu.stat", "nr_throttled");
         }
         r.source =
             "cgroup v1: held cpuacct.usage, barrier cpu.shares, limit cpu.cfs_quota_us, failcnt cpu.stat nr_throttled"
@@ -653,11 +655,10 @@ fn disk_rows(t: &Target, mh: &mut MaxHeld) -> Vec<Row> {
 
 /// The rows the samplers fill: processes' files, sockets, locks, pages, signals, ptys.
 fn sampled_rows(t: &Target, pids: &[i32], page: u64, mh: &mut MaxHeld) -> Vec<Row> {
-    let s = sampler::sample(pids);
+    let s = sampler::sample(pids, t.init_pid);
     let bound = if s.truncated { " (bounded sample: a lower bound)" } else { "" };
-    let limits_text = t.init_pid.and_then(|p| read(Path::new(&format!("/proc/{p}/limits"))));
     let limits = |name: &str| {
-        limits_text.as_deref().and_then(|text| sampler::parse_limit(text, name)).map(|(soft, hard)| {
+        s.init_limits.as_deref().and_then(|text| sampler::parse_limit(text, name)).map(|(soft, hard)| {
             let v = |x: Option<u64>| x.map(Value::Num).unwrap_or(Value::Unlimited);
             (v(soft), v(hard))
         })

@@ -287,7 +287,8 @@ pub fn tag_tree(root: &Path, project: u32) -> Result<u64, QuotaError> {
             source,
         })?;
         tagged += 1;
-        for (name, kind) in entries(&dir).map_err(|source| QuotaError::Io { path: path.clone(), source })? {
+        let listed = crate::kfile::names(&dir).map_err(|source| QuotaError::Io { path: path.clone(), source })?;
+        for (name, kind) in listed {
             let child_path = path.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
             let is_dir = match kind {
                 libc::DT_DIR => true,
@@ -339,40 +340,6 @@ fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(st)
-}
-
-/// The entries of an open directory (names and d_type), without `.` and `..`.
-fn entries(dir: &OwnedFd) -> std::io::Result<Vec<(CString, u8)>> {
-    // fdopendir takes the fd it is given: it gets its own duplicate.
-    // SAFETY: dup of an open fd.
-    let dup = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `dup` is an open directory fd that the DIR now owns (closedir closes it).
-    let d = unsafe { libc::fdopendir(dup) };
-    if d.is_null() {
-        let e = std::io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so `dup` is still ours to close.
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    let mut out = Vec::new();
-    loop {
-        // SAFETY: `d` is a valid DIR until closedir below.
-        let e = unsafe { libc::readdir64(d) };
-        if e.is_null() {
-            break;
-        }
-        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
-        let (name, kind) = unsafe { (std::ffi::CStr::from_ptr((*e).d_name.as_ptr()).to_owned(), (*e).d_type) };
-        if name.as_bytes() != b"." && name.as_bytes() != b".." {
-            out.push((name, kind));
-        }
-    }
-    // SAFETY: `d` came from fdopendir and is closed once.
-    unsafe { libc::closedir(d) };
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -29,6 +29,51 @@ pub fn read_at(dir: &File, name: &std::ffi::CStr) -> Option<String> {
     read_file(unsafe { File::from_raw_fd(fd) })
 }
 
+/// The directory `name` under `dir` (or an absolute path when `dir` is `None`), opened for
+/// `read_at` and `link_at`.
+pub fn open_dir(dir: Option<&File>, name: &std::ffi::CStr) -> Option<File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let at = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: a valid dirfd (or AT_FDCWD) and a NUL-terminated name.
+    let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    // SAFETY: the kernel just returned this fd and nothing else owns it.
+    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+}
+
+/// The names in the open directory `dir` with their d_type, without `.` and `..` (getdents on
+/// a duplicate of its fd, so `dir` stays usable).
+pub fn names(dir: &impl std::os::fd::AsRawFd) -> std::io::Result<Vec<(std::ffi::CString, u8)>> {
+    // SAFETY: dup of an open fd.
+    let dup = unsafe { libc::fcntl(dir.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `dup` is an open directory fd that the DIR now owns (closedir closes it).
+    let d = unsafe { libc::fdopendir(dup) };
+    if d.is_null() {
+        let e = std::io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `dup` is still ours to close.
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    let mut out = Vec::new();
+    loop {
+        // SAFETY: `d` is a valid DIR until closedir below.
+        let e = unsafe { libc::readdir64(d) };
+        if e.is_null() {
+            break;
+        }
+        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
+        let (name, kind) = unsafe { (std::ffi::CStr::from_ptr((*e).d_name.as_ptr()), (*e).d_type) };
+        if name.to_bytes() != b"." && name.to_bytes() != b".." {
+            out.push((name.to_owned(), kind));
+        }
+    }
+    // SAFETY: `d` came from fdopendir and is closed once.
+    unsafe { libc::closedir(d) };
+    Ok(out)
+}
+
 /// The target of the symlink `name` in the open directory `dir` (readlinkat).
 pub fn link_at(dir: &File, name: &std::ffi::CStr) -> Option<Vec<u8>> {
     use std::os::fd::AsRawFd;

@@ -8,6 +8,8 @@ use std::fs;
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
+use crate::kfile;
+
 pub const MAX_PROCESSES: usize = 4096;
 pub const MAX_FDS: usize = 262_144;
 
@@ -24,35 +26,38 @@ pub struct Sample {
     pub max_sigq: u64,
     /// A bound was hit: the counts are lower bounds.
     pub truncated: bool,
+    /// /proc/INIT/limits, when the init was among the processes.
+    pub init_limits: Option<String>,
 }
 
 /// Walks `pids` (host PIDs) once: per process its fd directory (each fd's link, its fdinfo's
 /// `lock:` lines, a socket's protocol) and its status file. Nothing global is read: no
 /// /proc/locks (whose every read waits for an RCU grace period) and no TCP table (whose every
 /// read walks the host's whole TCP hash, milliseconds on a large machine).
-pub fn sample(pids: &[i32]) -> Sample {
+pub fn sample(pids: &[i32], init: Option<i32>) -> Sample {
     let mut s = Sample::default();
     let mut sockets: HashSet<u64> = HashSet::new();
     let mut locks: HashSet<String> = HashSet::new();
     let mut fds_seen = 0usize;
     for &pid in pids.iter().take(MAX_PROCESSES) {
         s.processes += 1;
-        let dirs = (fs::File::open(format!("/proc/{pid}/fd")), fs::File::open(format!("/proc/{pid}/fdinfo")));
-        if let (Ok(fd_dir), Ok(fdinfo_dir)) = dirs {
-            let entries = fs::read_dir(format!("/proc/self/fd/{}", fd_dir.as_raw_fd()));
-            for e in entries.into_iter().flatten().flatten() {
+        // One lookup of /proc/PID; everything else is read relative to it.
+        let Ok(pid_name) = std::ffi::CString::new(format!("/proc/{pid}")) else { continue };
+        let Some(proc_dir) = kfile::open_dir(None, &pid_name) else { continue };
+        let dirs = (kfile::open_dir(Some(&proc_dir), c"fd"), kfile::open_dir(Some(&proc_dir), c"fdinfo"));
+        if let (Some(fd_dir), Some(fdinfo_dir)) = dirs {
+            for (fd, _) in kfile::names(&fd_dir).unwrap_or_default() {
                 fds_seen += 1;
                 if fds_seen > MAX_FDS {
                     s.truncated = true;
                     break;
                 }
                 s.files += 1;
-                let Ok(fd) = std::ffi::CString::new(e.file_name().as_encoded_bytes()) else { continue };
-                let target = crate::kfile::link_at(&fd_dir, &fd).unwrap_or_default();
+                let target = kfile::link_at(&fd_dir, &fd).unwrap_or_default();
                 let target = String::from_utf8_lossy(&target);
                 if let Some(inode) = target.strip_prefix("socket:[").and_then(|r| r.strip_suffix(']')) {
                     if let Ok(i) = inode.parse() {
-                        let link = Path::new(&format!("/proc/{pid}/fd")).join(e.file_name());
+                        let link = Path::new(&format!("/proc/{pid}/fd")).join(fd.to_string_lossy().as_ref());
                         if sockets.insert(i) && is_tcp(&link) {
                             s.tcp_sockets += 1;
                         }
@@ -61,7 +66,10 @@ pub fn sample(pids: &[i32]) -> Sample {
                 fd_locks(&fdinfo_dir, &fd, &mut locks);
             }
         }
-        if let Some(status) = crate::kfile::read(Path::new(&format!("/proc/{pid}/status"))) {
+        if Some(pid) == init {
+            s.init_limits = kfile::read_at(&proc_dir, c"limits");
+        }
+        if let Some(status) = kfile::read_at(&proc_dir, c"status") {
             s.locked_kib += status_field(&status, "VmLck:").unwrap_or(0);
             // VmData + VmStk: statm's "data" field, the private writable memory.
             let private_kib =
@@ -228,10 +236,11 @@ mod tests {
     #[test]
     fn this_process_is_sampled() {
         let me = std::process::id() as i32;
-        let before = sample(&[me]);
+        let before = sample(&[me], Some(me));
         assert_eq!(before.processes, 1);
         assert!(before.files >= 3, "{before:?}");
         assert!(before.private_pages > 0);
+        assert!(before.init_limits.as_deref().is_some_and(|l| l.contains("Max open files")));
 
         // One TCP listener, one UNIX socket pair, one flock seen through two fds.
         let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -241,7 +250,7 @@ mod tests {
         // SAFETY: a valid open fd.
         assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
         let dup = file.try_clone().unwrap();
-        let after = sample(&[me]);
+        let after = sample(&[me], None);
         // The lock seen through both fds is one lock. (Other tests of this binary take locks
         // of their own in parallel threads: only the two fds here give an exact count.)
         let mut locks = HashSet::new();
