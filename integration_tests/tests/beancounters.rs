@@ -216,6 +216,12 @@ fn resources_reads_only_the_rows_asked_for_and_names_an_unknown_one() {
         .fails_with(&["--resources", "unknown resource 'nosuch'"]);
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, &b);
+    // The ledger's final set, filtered the same way.
+    let r = t.run(&["beancounters", "--ledger", "--format", "json", "--resources", "numfile", id]).ok();
+    let entries: Value = serde_json::from_str(&r.stdout).unwrap();
+    let rows = entries[0]["beancounters"]["resources"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{}", r.stdout);
+    assert_eq!(rows[0]["resource"], "numfile");
 }
 
 #[test]

@@ -7,7 +7,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -30,10 +30,15 @@ pub struct Limits {
 
 /// The disk quota annotations of `config`, or `None` when it has none.
 pub fn requested(config: &serde_json::Value) -> Result<Option<Limits>, AnnotationError> {
+    // A value that is not a string reads as empty, which the parser refuses by name.
+    requested_by(|key| config.get("annotations")?.get(key).map(|v| v.as_str().unwrap_or_default()))
+}
+
+/// The same, from a lookup of one annotation by key (the runtime's parsed annotations).
+pub fn requested_by<'a>(annotation: impl Fn(&str) -> Option<&'a str>) -> Result<Option<Limits>, AnnotationError> {
     let get = |name: &str, unit: &str| -> Result<Option<Setting>, AnnotationError> {
         let key = format!("{PREFIX}{name}");
-        let Some(v) = config.get("annotations").and_then(|a| a.get(&key)) else { return Ok(None) };
-        let text = v.as_str().unwrap_or_default();
+        let Some(text) = annotation(&key) else { return Ok(None) };
         // Blocks are 1 KiB: a size suffix means bytes, which the "pages" unit of 1024 converts.
         parse(unit, text, 1024)
             .map(Some)
@@ -240,12 +245,17 @@ const FS_IOC_FSGETXATTR: libc::c_ulong = 0x801C_581F;
 const FS_IOC_FSSETXATTR: libc::c_ulong = 0x401C_5820;
 const FS_XFLAG_PROJINHERIT: u32 = 0x0000_0200;
 
-fn set_project(fd: RawFd, project: u32, dir: bool) -> std::io::Result<()> {
+fn fsxattr(fd: RawFd) -> std::io::Result<FsXattr> {
     let mut x = FsXattr::default();
     // SAFETY: the ioctl fills an fsxattr of exactly this layout; the fd is open.
     if unsafe { libc::ioctl(fd, FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) } != 0 {
         return Err(std::io::Error::last_os_error());
     }
+    Ok(x)
+}
+
+fn set_project(fd: RawFd, project: u32, dir: bool) -> std::io::Result<()> {
+    let mut x = fsxattr(fd)?;
     x.projid = project;
     if dir {
         x.xflags |= FS_XFLAG_PROJINHERIT;
@@ -260,12 +270,7 @@ fn set_project(fd: RawFd, project: u32, dir: bool) -> std::io::Result<()> {
 /// The project id of the file or directory at `path`.
 pub fn project_of(path: &Path) -> Result<u32, QuotaError> {
     let f = File::open(path).map_err(|source| QuotaError::Io { path: path.into(), source })?;
-    let mut x = FsXattr::default();
-    // SAFETY: the ioctl fills an fsxattr of exactly this layout; the fd is open.
-    if unsafe { libc::ioctl(f.as_raw_fd(), FS_IOC_FSGETXATTR, &mut x as *mut FsXattr) } != 0 {
-        return Err(QuotaError::Io { path: path.into(), source: std::io::Error::last_os_error() });
-    }
-    Ok(x.projid)
+    fsxattr(f.as_raw_fd()).map(|x| x.projid).map_err(|source| QuotaError::Io { path: path.into(), source })
 }
 
 /// Gives every directory and regular file of the tree at `root` the project id `project`
@@ -274,11 +279,10 @@ pub fn project_of(path: &Path) -> Result<u32, QuotaError> {
 /// under its directory's fd with O_NOFOLLOW. Symlinks, device nodes, fifos and sockets that
 /// already exist keep their project (they cannot be opened for the ioctl without following or
 /// opening them); ones made later inherit it.
-pub fn tag_tree(root: &Path, project: u32) -> Result<u64, QuotaError> {
-    let top = open_at(libc::AT_FDCWD, root, libc::O_DIRECTORY)
+pub fn tag_tree(root: &Path, project: u32) -> Result<(), QuotaError> {
+    let top = open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), libc::O_DIRECTORY)
         .map_err(|source| QuotaError::Io { path: root.into(), source })?;
     let dev = fstat(&top).map_err(|source| QuotaError::Io { path: root.into(), source })?.st_dev;
-    let mut tagged = 0;
     let mut stack = vec![(top, root.to_path_buf())];
     while let Some((dir, path)) = stack.pop() {
         set_project(dir.as_raw_fd(), project, true).map_err(|source| QuotaError::Tag {
@@ -286,7 +290,6 @@ pub fn tag_tree(root: &Path, project: u32) -> Result<u64, QuotaError> {
             project,
             source,
         })?;
-        tagged += 1;
         let listed = crate::kfile::names(&dir).map_err(|source| QuotaError::Io { path: path.clone(), source })?;
         for (name, kind) in listed {
             let child_path = path.join(std::ffi::OsStr::from_bytes(name.as_bytes()));
@@ -296,7 +299,7 @@ pub fn tag_tree(root: &Path, project: u32) -> Result<u64, QuotaError> {
                 _ => continue,
             };
             let flags = if is_dir { libc::O_DIRECTORY } else { libc::O_NONBLOCK };
-            let fd = match open_at(dir.as_raw_fd(), Path::new(std::ffi::OsStr::from_bytes(name.as_bytes())), flags) {
+            let fd = match open_at(dir.as_raw_fd(), name.as_bytes(), flags) {
                 Ok(fd) => fd,
                 // Replaced meanwhile by something that is not what readdir said: not ours to tag.
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR | libc::ENOENT)) => continue,
@@ -314,22 +317,16 @@ pub fn tag_tree(root: &Path, project: u32) -> Result<u64, QuotaError> {
                     project,
                     source,
                 })?;
-                tagged += 1;
             }
         }
     }
-    Ok(tagged)
+    Ok(())
 }
 
-fn open_at(dir: RawFd, name: &Path, flags: i32) -> std::io::Result<OwnedFd> {
-    let c = CString::new(name.as_os_str().as_bytes()).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: a valid dirfd (or AT_FDCWD) and a NUL-terminated name.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC | flags) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// An entry opened without following a symlink in its last component.
+fn open_at(dir: RawFd, name: &[u8], flags: i32) -> std::io::Result<OwnedFd> {
+    let c = CString::new(name).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+    crate::kfile::open_at(dir, &c, libc::O_NOFOLLOW | flags)
 }
 
 fn fstat(fd: &OwnedFd) -> std::io::Result<libc::stat> {

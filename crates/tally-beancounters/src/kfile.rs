@@ -18,26 +18,28 @@ pub fn read(path: &Path) -> Option<String> {
 /// The whole text of `name` in the open directory `dir`: no walk of the directory's path
 /// again, which for /proc/PID/fdinfo/N per fd was a good part of a listing's time.
 pub fn read_at(dir: &File, name: &std::ffi::CStr) -> Option<String> {
-    use std::os::fd::{AsRawFd, FromRawFd};
-    // SAFETY: a valid dirfd and a NUL-terminated name.
-    let fd =
-        unsafe { libc::openat(dir.as_raw_fd(), name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: the kernel just returned this fd and nothing else owns it.
-    read_file(unsafe { File::from_raw_fd(fd) })
+    use std::os::fd::AsRawFd;
+    read_file(open_at(dir.as_raw_fd(), name, libc::O_NOFOLLOW).ok()?.into())
 }
 
 /// The directory `name` under `dir` (or an absolute path when `dir` is `None`), opened for
 /// `read_at` and `link_at`.
 pub fn open_dir(dir: Option<&File>, name: &std::ffi::CStr) -> Option<File> {
-    use std::os::fd::{AsRawFd, FromRawFd};
+    use std::os::fd::AsRawFd;
     let at = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    open_at(at, name, libc::O_DIRECTORY).ok().map(File::from)
+}
+
+/// openat(2) for reading, close-on-exec, with extra `flags`; `dir` may be AT_FDCWD.
+pub fn open_at(dir: std::os::fd::RawFd, name: &std::ffi::CStr, flags: i32) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
     // SAFETY: a valid dirfd (or AT_FDCWD) and a NUL-terminated name.
-    let fd = unsafe { libc::openat(at, name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+    let fd = unsafe { libc::openat(dir, name.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC | flags) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
     // SAFETY: the kernel just returned this fd and nothing else owns it.
-    (fd >= 0).then(|| unsafe { File::from_raw_fd(fd) })
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
 }
 
 /// The names in the open directory `dir` with their d_type, without `.` and `..` (getdents on

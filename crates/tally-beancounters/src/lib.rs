@@ -5,7 +5,7 @@
 pub mod annotations;
 pub mod collect;
 pub mod diskquota;
-mod kfile;
+pub mod kfile;
 pub mod ledger;
 pub mod model;
 pub mod sampler;

@@ -27,14 +27,10 @@ fn line(out: &mut String, uid: Option<u64>, name: &str, v: [Value; 5]) {
     );
 }
 
-/// The whole file: header and one block per container.
-pub fn render(containers: &[Beancounters]) -> String {
-    render_rows(containers, false)
-}
-
-/// With `only_present`, a UBC resource the container has no row for (filtered out with
-/// `--resources`) and the `dummy` rows are left out instead of printed as zeros.
-pub fn render_rows(containers: &[Beancounters], only_present: bool) -> String {
+/// The whole file: header and one block per container. With `only_present`, a UBC resource
+/// the container has no row for (filtered out with `--resources`) and the `dummy` rows are left
+/// out instead of printed as zeros.
+pub fn render(containers: &[Beancounters], only_present: bool) -> String {
     let mut out = format!("{VERSION_LINE}\n");
     let _ = writeln!(
         out,
@@ -81,7 +77,7 @@ mod tests {
             page_size: 4096,
             resources: vec![kmem, numproc],
         };
-        let text = render(&[bc]);
+        let text = render(&[bc], false);
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines[0], "Version: 2.5");
         assert_eq!(

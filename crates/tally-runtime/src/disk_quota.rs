@@ -59,7 +59,7 @@ fn first_candidate(id: &str) -> u32 {
 /// The limits the config's annotations ask for, if any.
 pub fn requested(spec: &oci_spec::runtime::Spec) -> Result<Option<Limits>, DiskQuotaError> {
     let Some(annotations) = spec.annotations() else { return Ok(None) };
-    Ok(diskquota::requested(&serde_json::json!({ "annotations": annotations }))?)
+    Ok(diskquota::requested_by(|key| annotations.get(key).map(String::as_str))?)
 }
 
 /// Sets the quota up for container `id`: on any error nothing of it is left.

@@ -241,7 +241,7 @@ fn print_beancounters(
             // One table, as /proc/user_beancounters held every container; the uid column is
             // each container's cgroup inode (--format json has the IDs and deletion times).
             let all: Vec<_> = entries.iter().map(|e| from_ledger(&e["beancounters"])).collect();
-            print!("{}", tally_beancounters::table::render_rows(&all, wanted.is_some()));
+            print!("{}", tally_beancounters::table::render(&all, wanted.is_some()));
         }
         return Ok(());
     }
@@ -249,7 +249,7 @@ fn print_beancounters(
     if format == ListFormat::Json {
         println!("{}", serde_json::to_string_pretty(&all)?);
     } else {
-        print!("{}", tally_beancounters::table::render_rows(&all, wanted.is_some()));
+        print!("{}", tally_beancounters::table::render(&all, wanted.is_some()));
     }
     Ok(())
 }
