@@ -24,6 +24,26 @@ rm -f "$payload/build.log"
 [ -n "$bins" ] || { echo "vm-test: no integration test binaries were built" >&2; exit 1; }
 mkdir -p "$payload/tests"
 cp "$tally" "$payload/tally"
+
+# apparmor_parser for the AppArmor tests. It is dynamically linked (the C library only) and the
+# guest has no C library: the host's, with its loader, go beside it, and a wrapper runs it
+# through that loader.
+hack/vm/fetch.sh
+# shellcheck source=vm/common.sh
+. hack/vm/common.sh
+parser=$VM_GUEST_ROOT/sbin/apparmor_parser
+[ -x "$parser" ] || { echo "vm-test: no $parser (hack/vm/fetch.sh unpacks the apparmor package)" >&2; exit 1; }
+mkdir -p "$payload/apparmor"
+cp "$parser" "$payload/apparmor/apparmor_parser.bin"
+loader=""
+for lib in $(ldd "$parser" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+  cp -L "$lib" "$payload/apparmor/"
+  case $lib in */ld-linux*) loader=${lib##*/} ;; esac
+done
+[ -n "$loader" ] || { echo "vm-test: ldd names no loader for $parser" >&2; exit 1; }
+printf '#!/bin/sh\nexec /payload/apparmor/%s --library-path /payload/apparmor /payload/apparmor/apparmor_parser.bin "$@"\n' \
+  "$loader" > "$payload/apparmor/apparmor_parser"
+chmod +x "$payload/apparmor/apparmor_parser"
 echo "$bins" | while read -r name path; do
   if [ -z "$only" ] || echo " $only " | grep -q " $name "; then cp "$path" "$payload/tests/$name"; fi
 done
@@ -32,6 +52,7 @@ cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
 # In the guest: every test binary against /payload/tally; a summary; failure if any failed.
 export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped TALLY_IN_VM=1
+export TALLY_APPARMOR_PARSER=/payload/apparmor/apparmor_parser
 failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")

@@ -57,6 +57,12 @@ vm_kernel_key() {
 VM_KERNEL_DIR=$TALLY_VM_CACHE/kernel/$(vm_kernel_key)
 # fetch.sh writes $VM_KERNEL_DIR/env with KERNEL_RELEASE, KERNEL_IMAGE and KERNEL_MODULES.
 
+# Programs the tests run in the guest besides busybox, unpacked from their packages into
+# $VM_GUEST_ROOT: apparmor_parser (package apparmor) loads the profiles of the AppArmor tests.
+# It links only the C library, which hack/vm-test.sh copies next to it.
+VM_GUEST_PKGS="apparmor"
+VM_GUEST_ROOT=$TALLY_VM_CACHE/guest
+
 # busybox-static's binary: the guest's only userland besides the payload.
 VM_BUSYBOX=${TALLY_VM_BUSYBOX:-/bin/busybox}
 

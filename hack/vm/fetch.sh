@@ -20,12 +20,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 
 qemu_stamp=$VM_QEMU_ROOT/.complete
 kernel_stamp=$VM_KERNEL_DIR/.complete
+guest_stamp=$VM_GUEST_ROOT/.complete
 
 # Fast path, before taking the lock or touching apt. The library check is included because the
 # libraries live outside the cache: a machine (or CI image) may get the cache restored from an
 # earlier run without them.
 libs_ok() { ! ldd "$VM_QEMU_BIN" 2>/dev/null | grep -q 'not found'; }
-if [ -e "$qemu_stamp" ] && [ -e "$kernel_stamp" ] && libs_ok && [ -x "$VM_BUSYBOX" ]; then
+if [ -e "$qemu_stamp" ] && [ -e "$kernel_stamp" ] && [ -e "$guest_stamp" ] && libs_ok && [ -x "$VM_BUSYBOX" ]; then
     exit 0
 fi
 
@@ -206,6 +207,23 @@ KERNEL_MODULES='$moddir'
 EOF
     cp "$VM_KERNEL_DIR/.package" "$kernel_stamp"
     vm_log "kernel $release ready ($(cat "$VM_KERNEL_DIR/.package"))"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# Guest programs (from the host's sources: they run on the guest's kernel, not its release)
+if [ ! -e "$guest_stamp" ]; then
+    vm_log "fetching the guest's programs ($VM_GUEST_PKGS) into $VM_GUEST_ROOT"
+    guest_debs=$VM_DEBS/guest
+    rm -rf "$VM_GUEST_ROOT" "$guest_debs"
+    mkdir -p "$VM_GUEST_ROOT"
+    for p in $VM_GUEST_PKGS; do
+        deb=$(apt_download "$guest_debs" "$p") || vm_die "apt-get download $p failed"
+        dpkg-deb -x "$deb" "$VM_GUEST_ROOT"
+        # shellcheck disable=SC2016  # dpkg's ${field} syntax, not the shell's
+        dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >>"$VM_GUEST_ROOT/.packages"
+    done
+    rm -rf "$VM_GUEST_ROOT/usr/share/doc" "$VM_GUEST_ROOT/usr/share/man" "$guest_debs"
+    cp "$VM_GUEST_ROOT/.packages" "$guest_stamp"
 fi
 
 # busybox-static is the guest's userland; hack/install-deps.sh installs it with the other host

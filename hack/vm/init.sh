@@ -42,6 +42,8 @@ fi
 # --- Stage 2: a normal-looking Linux system -----------------------------------------------
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
+# Where apparmor_parser loads profiles (the kernel runs AppArmor: Debian's default LSM).
+mount -t securityfs securityfs /sys/kernel/security 2>/dev/null
 mount -t devtmpfs devtmpfs /dev
 exec </dev/console >/dev/console 2>&1
 mkdir -p /dev/pts /dev/shm

@@ -51,14 +51,17 @@ pub fn document() -> Value {
                 "knownFlags": seccomp::KNOWN_FLAGS.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
                 "supportedFlags": seccomp::supported_flags(),
             },
-            "apparmor": {"enabled": false},
-            "selinux": {"enabled": false},
+            // What tally supports, whatever this host runs (features-linux.md); the host's
+            // modules are in the org.tally.lsm.host annotation.
+            "apparmor": {"enabled": true},
+            "selinux": {"enabled": true},
             "intelRdt": {"enabled": false},
             "mountExtensions": {"idmap": {"enabled": false}},
             "netDevices": {"enabled": false},
         },
         "annotations": {
             "org.tally.version": env!("CARGO_PKG_VERSION"),
+            "org.tally.lsm.host": lsm_host(),
             "io.github.seccomp.libseccomp.version": libseccomp_version(),
             // The beancounter annotations tally takes: the prefix and each settable resource.
             "org.tally.beancounter.prefix": tally_beancounters::annotations::PREFIX,
@@ -124,5 +127,19 @@ mod tests {
             .contains(&json!("SECCOMP_FILTER_FLAG_TSYNC")));
         assert!(d["linux"]["seccomp"]["archs"].as_array().unwrap().contains(&json!("SCMP_ARCH_X86_64")));
         assert!(d["mountOptions"].as_array().unwrap().contains(&json!("rro")));
+    }
+}
+
+/// The security modules this host runs that a config can name ("apparmor", "selinux", both
+/// or "none").
+fn lsm_host() -> String {
+    let host = crate::security::lsm::Host::detect();
+    let on: Vec<&str> = [("apparmor", host.apparmor), ("selinux", host.selinux)]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+    match on.is_empty() {
+        true => "none".into(),
+        false => on.join(","),
     }
 }

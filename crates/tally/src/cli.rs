@@ -92,10 +92,10 @@ pub struct ExecArgs {
     /// File to write the process's PID to
     #[arg(long = "pid-file")]
     pub pid_file: Option<PathBuf>,
-    /// Accepted for runc compatibility; SELinux is not supported
+    /// SELinux label of the process, instead of the container's (an error where SELinux is off)
     #[arg(long = "process-label")]
     pub process_label: Option<String>,
-    /// Accepted for runc compatibility; AppArmor is not supported
+    /// AppArmor profile of the process, instead of the container's (an error where AppArmor is off)
     #[arg(long)]
     pub apparmor: Option<String>,
     /// Set no_new_privs for the process

@@ -137,9 +137,6 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
         Command::Delete { force, id } => lifecycle::delete(&root, &id, force)?,
         Command::List { format, quiet } => print_list(&root, format, quiet)?,
         Command::Exec(a) => {
-            if a.process_label.is_some() || a.apparmor.is_some() {
-                tracing::warn!("--process-label/--apparmor: no LSM is supported by tally on this host; ignored");
-            }
             let opts = ExecOptions {
                 process_file: a.process,
                 args: a.command,
@@ -156,6 +153,8 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 preserved,
                 ignore_paused: a.ignore_paused,
                 cgroup: a.cgroup,
+                apparmor: a.apparmor,
+                process_label: a.process_label,
             };
             let code = lifecycle::exec(&root, &a.id, &opts)?;
             return Ok(code.clamp(0, 255) as u8);

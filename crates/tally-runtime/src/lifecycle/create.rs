@@ -40,6 +40,11 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     rootfs::check_propagation(&bundle.spec)?;
     warn_about_ignored(&bundle.spec);
     let linux = bundle.spec.linux().as_ref().expect("validated by bundle");
+    let lsm_host = security::lsm::Host::detect();
+    if let Some(p) = bundle.spec.process() {
+        security::lsm::Labels::of(p).validate(&lsm_host)?;
+    }
+    security::lsm::validate_mount_label(linux.mount_label().as_deref(), &lsm_host)?;
     // The seccomp cache lives in the root: make the root (0700) before it writes there.
     root.ensure()?;
     let seccomp = match linux.seccomp() {
@@ -150,19 +155,6 @@ fn warn_about_ignored(spec: &oci_spec::runtime::Spec) {
     let process = spec.process().as_ref();
     for w in security::capabilities::unavailable(process.and_then(|p| p.capabilities().as_ref())) {
         tracing::warn!("process.capabilities: {w}");
-    }
-    let linux = spec.linux().as_ref();
-    let apparmor = std::path::Path::new("/sys/kernel/security/apparmor").exists();
-    let selinux = std::path::Path::new("/sys/fs/selinux/enforce").exists();
-    if process.and_then(|p| p.apparmor_profile().as_ref()).is_some() {
-        let why = if apparmor { "not implemented yet in tally" } else { "AppArmor is not enabled on this host" };
-        tracing::warn!("process.apparmorProfile: {why}; ignored");
-    }
-    if process.and_then(|p| p.selinux_label().as_ref()).is_some()
-        || linux.and_then(|l| l.mount_label().as_ref()).is_some()
-    {
-        let why = if selinux { "not implemented yet in tally" } else { "SELinux is not enabled on this host" };
-        tracing::warn!("process.selinuxLabel/linux.mountLabel: {why}; ignored");
     }
     let skipped = crate::rootfs::skipped_without_mount_namespace(spec);
     if !skipped.is_empty() {

@@ -49,6 +49,10 @@ pub struct ExecOptions {
     pub preserved: crate::process::Preserved,
     pub ignore_paused: bool,
     pub cgroup: Option<String>,
+    /// `--apparmor PROFILE`: the process's AppArmor profile instead of the container's.
+    pub apparmor: Option<String>,
+    /// `--process-label LABEL`: its SELinux label instead of the container's.
+    pub process_label: Option<String>,
 }
 
 /// Runs the process; returns its exit status, or 0 with `--detach` once it runs.
@@ -77,9 +81,7 @@ pub fn exec(root: &StateRoot, id: &str, opts: &ExecOptions) -> Result<i32, Lifec
         Err(e) => return Err(e.into()),
     };
     let process = build_process(&spec, opts)?;
-    if process.apparmor_profile().is_some() || process.selinux_label().is_some() {
-        tracing::warn!("apparmorProfile/selinuxLabel: no LSM is supported by tally on this host; ignored");
-    }
+    crate::security::lsm::Labels::of(&process).validate(&crate::security::lsm::Host::detect())?;
     let linux = spec.linux().as_ref();
     let seccomp_cfg = linux.and_then(|l| l.seccomp().as_ref());
     let filter = match seccomp_cfg {
@@ -218,6 +220,12 @@ fn build_process(spec: &Spec, opts: &ExecOptions) -> Result<Process, ExecError> 
     }
     if opts.no_new_privs {
         p.set_no_new_privileges(Some(true));
+    }
+    if let Some(profile) = &opts.apparmor {
+        p.set_apparmor_profile(Some(profile.clone()));
+    }
+    if let Some(label) = &opts.process_label {
+        p.set_selinux_label(Some(label.clone()));
     }
     check_process(&p, "exec")?;
     Ok(p)

@@ -57,6 +57,8 @@ pub enum LifecycleError {
     #[error(transparent)]
     Seccomp(#[from] crate::security::seccomp::SeccompError),
     #[error(transparent)]
+    Lsm(#[from] crate::security::lsm::LsmError),
+    #[error(transparent)]
     DiskQuota(#[from] crate::disk_quota::DiskQuotaError),
     #[error("container {id} is {status}: {message}")]
     WrongStatus { id: String, status: Status, message: &'static str },

@@ -42,7 +42,8 @@ pub fn mount_cgroups(ctx: &Context, dest: &Path, target: &OwnedFd, opts: &MountO
         return Ok(());
     }
 
-    mount(Some("tmpfs"), &fd_path(target), Some("tmpfs"), flags, Some("mode=755"))?;
+    let data = crate::security::lsm::with_mount_label(Some("mode=755"), ctx.mount_label);
+    mount(Some("tmpfs"), &fd_path(target), Some("tmpfs"), flags, data.as_deref())?;
     // `target` still names the directory under the new tmpfs; a fresh lookup lands on it.
     let tmpfs = Root::from_fd(ctx.root.open_path(dest)?);
     for h in &hierarchies {

@@ -181,6 +181,7 @@ pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
         new_netns: s.new_netns,
         new_cgroupns: s.new_cgroupns,
         own_cgroups: s.own_cgroups,
+        mount_label: s.spec.linux().as_ref().and_then(|l| l.mount_label().as_deref()),
     };
     for (i, m) in s.spec.mounts().iter().flatten().enumerate() {
         mounts::perform(&ctx, i, m)?;
@@ -207,8 +208,9 @@ pub fn prepare(s: &Setup) -> Result<Root, RootfsError> {
 /// sysctls): masked and read-only paths.
 pub fn protect(s: &Setup, root: &Root) -> Result<(), RootfsError> {
     let linux = s.spec.linux().as_ref();
+    let label = linux.and_then(|l| l.mount_label().as_deref());
     for p in linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten() {
-        paths::mask(root, Path::new(p))?;
+        paths::mask(root, Path::new(p), label)?;
     }
     for p in linux.and_then(|l| l.readonly_paths().as_ref()).into_iter().flatten() {
         paths::make_readonly(root, Path::new(p))?;

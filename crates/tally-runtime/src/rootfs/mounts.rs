@@ -31,6 +31,8 @@ pub struct Context<'a> {
     pub new_cgroupns: bool,
     /// The container's cgroups as the host names them (see `cgroupfs::own_cgroups`).
     pub own_cgroups: &'a std::collections::HashMap<String, String>,
+    /// `linux.mountLabel`, for the filesystems that take it (see `security::lsm`).
+    pub mount_label: Option<&'a str>,
 }
 
 pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError> {
@@ -76,7 +78,10 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
             false => None,
         };
         let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| typ.to_string());
-        let data = opts.data_string();
+        let data = match crate::security::lsm::takes_mount_label(typ) {
+            true => crate::security::lsm::with_mount_label(opts.data_string().as_deref(), ctx.mount_label),
+            false => opts.data_string(),
+        };
         let mut flags = opts.flags & !MsFlags::MS_REMOUNT;
         if underneath.is_some() {
             // A read-only tmpfs is filled first, then made read-only.

@@ -18,8 +18,8 @@ pub enum PathsError {
 /// A directory is hidden under an empty read-only tmpfs with no options (what runc mounts:
 /// the container sees `ro` and the kernel's defaults); anything else under /dev/null.
 /// Paths that do not exist in this rootfs are skipped, as the spec intends them as a
-/// deny-list over whatever the image has.
-pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
+/// deny-list over whatever the image has. The tmpfs carries the mount label, as runc's does.
+pub fn mask(root: &Root, path: &Path, mount_label: Option<&str>) -> Result<(), PathsError> {
     let err = |source| PathsError::Io { field: "maskedPaths", path: path.into(), source };
     let target = match root.open_path(path) {
         Ok(fd) => fd,
@@ -30,7 +30,8 @@ pub fn mask(root: &Root, path: &Path) -> Result<(), PathsError> {
         .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
         .map_err(|e| err(e.into()))?;
     let res = if is_dir {
-        mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+        let data = crate::security::lsm::with_mount_label(None, mount_label);
+        mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), MsFlags::MS_RDONLY, data.as_deref())
     } else {
         let null = host_null().map_err(err)?;
         mount(Some(&fd_path(&null)), &fd_path(&target), None::<&str>, MsFlags::MS_BIND, None::<&str>)

@@ -4,6 +4,7 @@
 //! no_new_privs last before exec.
 
 pub mod capabilities;
+pub mod lsm;
 pub mod rlimits;
 pub mod sealed_exe;
 pub mod seccomp;
@@ -27,6 +28,8 @@ pub enum SecurityError {
     Procfs(#[from] crate::procfs::ProcfsError),
     #[error("process.noNewPrivileges: {0}")]
     NoNewPrivs(io::Error),
+    #[error(transparent)]
+    Lsm(#[from] lsm::LsmError),
     #[error("linux.personality: {0}")]
     Personality(String),
 }

@@ -231,11 +231,19 @@ fn prepare(req: &ExecRequest, channel: &Channel, console_socket: Option<&OwnedFd
     process::chdir(p.cwd()).map_err(|e| s(&e))?;
     let program = process::prepare(p).map_err(|e| s(&e))?;
     security::rlimits::apply(p.rlimits().as_deref().unwrap_or_default()).map_err(|e| s(&e))?;
-    if p.oom_score_adj().is_some() {
-        let proc = crate::procfs::ProcFs::open().map_err(|e| s(&e))?;
-        security::set_oom_score_adj(&proc, p.oom_score_adj()).map_err(|e| s(&e))?;
+    let labels = security::lsm::Labels::of(p);
+    let proc = match p.oom_score_adj().is_some() || !labels.is_empty() {
+        true => Some(crate::procfs::ProcFs::open().map_err(|e| s(&e))?),
+        false => None,
+    };
+    if let Some(proc) = &proc {
+        security::set_oom_score_adj(proc, p.oom_score_adj()).map_err(|e| s(&e))?;
     }
     security::set_personality(req.personality).map_err(|e| s(&e))?;
+    // Before no_new_privs and any seccomp filter, as for the init (see security::lsm).
+    if let Some(proc) = proc.as_ref().filter(|_| !labels.is_empty()) {
+        labels.apply(proc).map_err(|e| s(&e))?;
+    }
     let nnp = p.no_new_privileges().unwrap_or(false);
     let filter = req.seccomp.map(|(_, f)| f);
     // Before any filter, which may deny what marking fds close-on-exec takes.

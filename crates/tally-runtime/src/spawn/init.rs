@@ -101,7 +101,8 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     }
 
     // Opened in the container's pid namespace, before any mount the config asks for exists.
-    let proc = match linux.sysctl().is_some() || proc_cfg.oom_score_adj().is_some() {
+    let labels = security::lsm::Labels::of(proc_cfg);
+    let proc = match linux.sysctl().is_some() || proc_cfg.oom_score_adj().is_some() || !labels.is_empty() {
         true => Some(crate::procfs::ProcFs::open().map_err(|e| s(&e))?),
         false => None,
     };
@@ -188,6 +189,10 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         security::set_oom_score_adj(proc, proc_cfg.oom_score_adj()).map_err(|e| s(&e))?;
     }
     security::set_personality(linux.personality().as_ref()).map_err(|e| s(&e))?;
+    // Before no_new_privs and any seccomp filter, with every capability: see security::lsm.
+    if let Some(proc) = proc.as_ref().filter(|_| !labels.is_empty()) {
+        labels.apply(proc).map_err(|e| s(&e))?;
+    }
     let nnp = proc_cfg.no_new_privileges().unwrap_or(false);
     // Before any filter: a profile may deny close_range, fcntl or the /proc/self/fd walk. Every
     // fd opened from here to exec is close-on-exec (Rust's std, the seccomp listener).
