@@ -31,6 +31,7 @@ unit-test: deps
 
 integration-test: build
 	@mkdir -p target && : > $(SKIP_LOG)
+	@hack/rootless-user.sh >/dev/null
 	cargo test --locked -p integration_tests --no-run
 	TALLY_BIN=$(CURDIR)/$(TALLY) TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) $(SANDBOX) cargo test --locked -p integration_tests
 

@@ -4,7 +4,7 @@
 set -eu
 # g++: libFuzzer (fuzz/, built by libfuzzer-sys) is C++. e2fsprogs: mkfs.ext4 formats the
 # VM's scratch disk with project quotas (hack/vm/run.sh).
-PKGS="g++ e2fsprogs libseccomp-dev pkg-config libelf-dev zlib1g-dev busybox-static hyperfine runc crun iproute2 util-linux procps time podman containerd"
+PKGS="g++ e2fsprogs libseccomp-dev pkg-config libelf-dev zlib1g-dev busybox-static hyperfine runc crun iproute2 util-linux procps time podman containerd uidmap"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

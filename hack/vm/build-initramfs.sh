@@ -4,7 +4,8 @@
 #   /init                                   hack/vm/init.sh
 #   /lib/modules/<release>/                 the kernel modules of $TALLY_VM_MODULES with their
 #                                           dependencies, and a modules.dep made by depmod -b
-#   /etc/passwd, /etc/group                 root and nobody, for tools that look names up
+#   /etc/passwd, /etc/group                 root, nobody and tally-rootless (the rootless
+#                                           tests' user), for tools that look names up
 #   /payload/                               a copy of PAYLOAD_DIR (symlinks followed)
 #
 # Usage: hack/vm/build-initramfs.sh OUT.cpio.gz PAYLOAD_DIR
@@ -42,8 +43,9 @@ cp "$VM_BUSYBOX" "$stage/bin/busybox"
 done
 
 install -m 0755 "$HERE/init.sh" "$stage/init"
-printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\n' >"$stage/etc/passwd"
-printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
+# tally-rootless is the unprivileged user of the rootless tests (hack/rootless-user.sh on a host).
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/false\ntally-rootless:x:1000:1000::/nonexistent:/bin/false\n' >"$stage/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\ntally-rootless:x:1000:\n' >"$stage/etc/group"
 echo tally-vm >"$stage/etc/hostname"
 
 # Kernel modules. modules.dep (made by fetch.sh with busybox depmod) lists, for each module

@@ -14,8 +14,11 @@ use crate::sampler;
 /// What the runtime knows about the container.
 pub struct Target<'a> {
     pub id: &'a str,
-    /// The cgroup path as the runtime's cgroup manager uses it, e.g. `/tally/c1`.
-    pub cgroup_path: &'a Path,
+    /// The cgroup path as the runtime's cgroup manager uses it, e.g. `/tally/c1`; `None` for
+    /// a container without a cgroup (rootless without delegation).
+    pub cgroup_path: Option<&'a Path>,
+    /// The container's processes when no cgroup lists them (its pid namespace's).
+    pub processes: Option<Vec<i32>>,
     /// The init's host PID while the container runs.
     pub init_pid: Option<i32>,
     /// `kernel.shmall` as configured for the container's IPC namespace (pages).
@@ -131,6 +134,8 @@ pub enum Layout {
     V2(PathBuf),
     /// Per v1 controller, its directory (only the controllers the host mounts).
     V1(HashMap<String, PathBuf>),
+    /// The container has no cgroup.
+    None,
 }
 
 impl Layout {
@@ -147,6 +152,7 @@ impl Layout {
         match self {
             Layout::V2(d) => Some(d),
             Layout::V1(m) => m.get("pids").or_else(|| m.get("memory")).or_else(|| m.get("cpu")).map(|p| p.as_path()),
+            Layout::None => None,
         }
     }
 
@@ -186,6 +192,7 @@ impl Layout {
                 v
             }
             Layout::V1(m) => m.get("pids").map(|d| vec![d.join("pids.events")]).unwrap_or_default(),
+            Layout::None => Vec::new(),
         };
         candidates.into_iter().filter(|p| p.exists()).collect()
     }
@@ -284,14 +291,12 @@ impl CgroupFiles {
 /// Reads every row. `maxheld` is updated with this sample's values.
 pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     let page = page_size();
-    let layout = Layout::find(t.cgroup_path);
+    let layout = t.cgroup_path.map(Layout::find).unwrap_or(Layout::None);
     let cgroup_id = layout.id_dir().and_then(|d| fs::metadata(d).ok()).map(|m| m.ino()).unwrap_or(0);
-    let mut rows = match &layout {
-        Layout::V2(d) => v2_rows(d, page, maxheld),
-        Layout::V1(m) => v1_rows(m, page, maxheld),
-    };
+    let mut rows = cgroup_rows_into(&layout, page, maxheld);
     if SAMPLED.iter().any(|r| t.wants(r)) {
-        rows.extend(sampled_rows(t, &layout.pids(), page, maxheld));
+        let pids = t.processes.clone().unwrap_or_else(|| layout.pids());
+        rows.extend(sampled_rows(t, &pids, page, maxheld));
     }
     if t.wants("diskspace") || t.wants("diskinodes") {
         rows.extend(disk_rows(t, maxheld));
@@ -314,7 +319,7 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     rows.sort_by_key(|r| order(&r.resource));
     Beancounters {
         id: t.id.to_string(),
-        cgroup: t.cgroup_path.display().to_string(),
+        cgroup: t.cgroup_path.map(|p| p.display().to_string()).unwrap_or_default(),
         cgroup_id,
         page_size: page,
         resources: rows,
@@ -324,10 +329,14 @@ pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
 /// Only the rows read from cgroup files (no /proc walk): cheap enough to run on every change
 /// of an `*.events` file. High-water marks are not tracked here.
 pub fn cgroup_rows(layout: &Layout) -> Vec<Row> {
-    let mut scratch = MaxHeld::default();
+    cgroup_rows_into(layout, page_size(), &mut MaxHeld::default())
+}
+
+fn cgroup_rows_into(layout: &Layout, page: u64, maxheld: &mut MaxHeld) -> Vec<Row> {
     match layout {
-        Layout::V2(d) => v2_rows(d, page_size(), &mut scratch),
-        Layout::V1(m) => v1_rows(m, page_size(), &mut scratch),
+        Layout::V2(d) => v2_rows(d, page, maxheld),
+        Layout::V1(m) => v1_rows(m, page, maxheld),
+        Layout::None => Vec::new(),
     }
 }
 
@@ -352,6 +361,7 @@ fn unavailable(layout: &Layout, name: &str) -> String {
             format!("unavailable: the container's cgroup has no {controller} files (controller not enabled)")
         }
         Layout::V1(_) => format!("unavailable: not read from cgroup v1 (or no v1 {controller} hierarchy here)"),
+        Layout::None => "unavailable: the container has no cgroup (rootless, with no cgroup delegated)".into(),
     }
 }
 

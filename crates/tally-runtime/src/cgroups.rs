@@ -40,12 +40,19 @@ pub enum CgroupError {
     DeviceType(usize),
     #[error("linux.resources.unified {key:?}: {message}")]
     Unified { key: String, message: String },
+    #[error("container {id} has no cgroup ({reason}): {op} needs one")]
+    NoCgroup { id: String, reason: String, op: &'static str },
 }
 
 pub struct Cgroup {
     path: PathBuf,
     systemd: bool,
-    manager: AnyCgroupManager,
+    /// `Err`: the container has no cgroup of its own (rootless without delegation); the
+    /// string says why, for the commands that would need one.
+    manager: Result<AnyCgroupManager, String>,
+    id: String,
+    /// Rootless: device rules are not applied (see `apply`).
+    rootless: bool,
 }
 
 /// With `--systemd-cgroup`, `linux.cgroupsPath` is systemd's `slice:prefix:name` (the slice may
@@ -136,12 +143,39 @@ impl Cgroup {
             container_name: id.to_string(),
         })
         .map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
-        Ok(Self { path: path.into(), systemd, manager })
+        Ok(Self { path: path.into(), systemd, manager: Ok(manager), id: id.into(), rootless: false })
+    }
+
+    /// A rootless container's cgroup (in a delegated subtree, or through the user's systemd).
+    pub fn open_rootless(path: &Path, systemd: bool, id: &str) -> Result<Self, CgroupError> {
+        Ok(Self { rootless: true, ..Self::open(path, systemd, id)? })
+    }
+
+    /// No cgroup: a rootless container on a host that delegates none to the caller.
+    pub fn none(path: &Path, id: &str, reason: String) -> Self {
+        Self { path: path.into(), systemd: false, manager: Err(reason), id: id.into(), rootless: true }
     }
 
     /// The cgroup of a container whose state is saved.
     pub fn of(state: &crate::state::ContainerState) -> Result<Self, CgroupError> {
-        Self::open(&state.cgroup_path, state.systemd_cgroup, &state.id)
+        match (&state.no_cgroup, state.rootless) {
+            (Some(reason), _) => Ok(Self::none(&state.cgroup_path, &state.id, reason.clone())),
+            (None, true) => Self::open_rootless(&state.cgroup_path, state.systemd_cgroup, &state.id),
+            (None, false) => Self::open(&state.cgroup_path, state.systemd_cgroup, &state.id),
+        }
+    }
+
+    /// Why the container has no cgroup, if it has none.
+    pub fn missing(&self) -> Option<&str> {
+        self.manager.as_ref().err().map(String::as_str)
+    }
+
+    fn manager(&self, op: &'static str) -> Result<&AnyCgroupManager, CgroupError> {
+        self.manager.as_ref().map_err(|reason| CgroupError::NoCgroup {
+            id: self.id.clone(),
+            reason: reason.clone(),
+            op,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -149,7 +183,8 @@ impl Cgroup {
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        self.manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))?;
+        let Ok(manager) = &self.manager else { return Ok(()) };
+        manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))?;
         if !self.systemd {
             for dir in self.unmanaged_dirs() {
                 fs::create_dir_all(&dir)
@@ -172,7 +207,16 @@ impl Cgroup {
     /// runc does, and neither adds a rule for `linux.devices` entries (Podman's `--device`
     /// sends its own rule with the access asked for).
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
+        // Without a cgroup, create has refused every limit already (rootless::placement).
+        let Ok(manager) = &self.manager else { return Ok(()) };
         let mut res = resources.clone();
+        // A user namespace cannot attach the v2 device filter (BPF needs privilege over the
+        // host) nor write v1's devices.allow; the namespace already keeps the container from
+        // making device nodes, and the ones it gets are bind mounts of the host's, which the
+        // host's permissions govern. runc leaves them out the same way.
+        if self.rootless {
+            res.set_devices(None);
+        }
         // Podman sends `"memory": {}` after dropping `--memory` on a host without the
         // controller; libcgroups' v1 manager would still look for the hierarchy.
         if res.memory().as_ref().is_some_and(|m| *m == Default::default()) {
@@ -180,7 +224,7 @@ impl Cgroup {
         }
         let opt =
             ControllerOpt { resources: &res, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
-        self.manager
+        manager
             .apply(&opt)
             .map_err(|e| CgroupError::Manager { path: self.path.clone(), message: format!("linux.resources: {e}") })
     }
@@ -188,6 +232,7 @@ impl Cgroup {
     /// `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH`: a sub-cgroup of the container's,
     /// which must exist, in every hierarchy (or the named controllers' hierarchies) that has it.
     pub fn add_task_to_sub(&self, pid: i32, spec: &str) -> Result<(), CgroupError> {
+        self.manager("exec --cgroup")?;
         let (controllers, sub) = match spec.split_once(':') {
             Some((c, p)) => (c.split(',').filter(|c| !c.is_empty()).collect::<Vec<_>>(), p),
             None => (Vec::new(), spec),
@@ -221,25 +266,36 @@ impl Cgroup {
     /// Freezes (pause) or thaws (resume) every process in the cgroup.
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
         let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };
-        self.manager.freeze(state).map_err(|e| self.err(format!("freezer: {e}")))
+        let op = if frozen { "pause" } else { "resume" };
+        self.manager(op)?.freeze(state).map_err(|e| self.err(format!("freezer: {e}")))
     }
 
     /// The controllers' counters (cpu, memory, pids, blkio, hugetlb) as libcgroups reads them.
     pub fn stats(&self) -> Result<libcgroups::stats::Stats, CgroupError> {
-        self.manager.stats().map_err(|e| self.err(format!("stats: {e}")))
+        self.manager("the cgroup's statistics")?.stats().map_err(|e| self.err(format!("stats: {e}")))
     }
 
     pub fn pids(&self) -> Result<Vec<i32>, CgroupError> {
-        let pids = self.manager.get_all_pids().map_err(|e| self.err(e))?;
+        let pids = self.manager("the cgroup's process list")?.get_all_pids().map_err(|e| self.err(e))?;
         Ok(pids.into_iter().map(|p| p.as_raw()).collect())
+    }
+
+    /// The container's processes: the cgroup's, or without one, every process in the pid
+    /// namespace of the init (`init_pid`), which is the whole container when it has its own.
+    pub fn processes(&self, init_pid: i32) -> Result<Vec<i32>, CgroupError> {
+        match self.missing() {
+            Some(_) => Ok(crate::proc_info::pid_namespace_members(init_pid)),
+            None => self.pids(),
+        }
     }
 
     /// Kills what is left in the cgroup and removes it.
     pub fn remove(&self) -> Result<(), CgroupError> {
+        let Ok(manager) = &self.manager else { return Ok(()) };
         // Sub-cgroups (`exec --cgroup`, or made by the container's own cgroup manager) first:
         // libcgroups' v1 manager removes only the container's own directory.
         self.remove_children();
-        self.manager.remove().map_err(|e| self.err(e))?;
+        manager.remove().map_err(|e| self.err(e))?;
         if !self.systemd {
             for dir in self.unmanaged_dirs() {
                 remove_when_empty(&dir).map_err(|e| self.err(format!("{}: {e}", dir.display())))?;

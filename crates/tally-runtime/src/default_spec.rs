@@ -10,8 +10,9 @@ pub fn render(rootless: bool) -> String {
     spec.set_hostname(Some("tally".to_string()));
     spec.set_version(crate::OCI_VERSION.to_string());
     // runc's default denies every device in the cgroup; the runtime then allows the ones a
-    // container needs (cgroups::Cgroup::apply).
-    if let Some(linux) = spec.linux_mut() {
+    // container needs (cgroups::Cgroup::apply). A rootless container has no device cgroup
+    // (runc's rootless spec has no resources at all).
+    if let Some(linux) = spec.linux_mut().as_mut().filter(|_| !rootless) {
         let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().expect("rule builds");
         let mut resources = linux.resources().clone().unwrap_or_default();
         resources.set_devices(Some(vec![deny_all]));

@@ -16,6 +16,7 @@ pub mod proc_info;
 pub mod process;
 pub mod procfs;
 pub mod rootfs;
+pub mod rootless;
 pub mod security;
 pub mod signal;
 pub mod spawn;

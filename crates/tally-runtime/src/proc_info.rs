@@ -37,9 +37,33 @@ pub fn liveness(pid: i32, recorded_start: u64) -> Liveness {
     }
 }
 
+/// Every process in the pid namespace of `pid` when it is not the caller's (a container's own
+/// namespace, whose init `pid` is); just `pid` when it is (the host's processes are not the
+/// container's).
+pub fn pid_namespace_members(pid: i32) -> Vec<i32> {
+    let ns = |p: &str| std::fs::read_link(format!("/proc/{p}/ns/pid")).ok();
+    let Some(target) = ns(&pid.to_string()) else { return Vec::new() };
+    if ns("self").as_ref() == Some(&target) {
+        return vec![pid];
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else { return vec![pid] };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|p| ns(&p.to_string()).as_ref() == Some(&target))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_in_the_callers_pid_namespace_is_its_only_member() {
+        let me = std::process::id() as i32;
+        assert_eq!(pid_namespace_members(me), vec![me]);
+        assert!(pid_namespace_members(i32::MAX).is_empty());
+    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {

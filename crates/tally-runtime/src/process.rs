@@ -155,8 +155,21 @@ pub fn set_identity(user: &User) -> Result<(), ProcessError> {
         ProcessError::Identity { op: op.to_string(), source }
     };
     let groups: Vec<libc::gid_t> = user.additional_gids().clone().unwrap_or_default();
+    // A user namespace whose gid_map an unprivileged caller wrote itself has setgroups denied
+    // (the kernel's condition for that write): the process keeps no supplementary groups of the
+    // host's anyway (they map to nobody), and only asked-for groups are an error, as in runc.
+    let denied = std::fs::read_to_string("/proc/self/setgroups").is_ok_and(|s| s.trim() == "deny");
+    if denied && !groups.is_empty() {
+        return Err(ProcessError::Identity {
+            op: format!("process.user.additionalGids {groups:?}"),
+            source: io::Error::other(
+                "setgroups is denied in this user namespace (a rootless container that maps only the caller's own \
+                 gid); map the groups through linux.gidMappings ranges (newgidmap) instead",
+            ),
+        });
+    }
     // SAFETY: the pointer and length describe a live Vec of gid_t.
-    if unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
+    if !denied && unsafe { libc::setgroups(groups.len(), groups.as_ptr()) } != 0 {
         return Err(err(&format!("setgroups {groups:?}")));
     }
     let (uid, gid) = (user.uid(), user.gid());

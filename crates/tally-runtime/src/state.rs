@@ -68,6 +68,12 @@ pub struct ContainerState {
     /// The cgroup as the cgroup manager understands it (`linux.cgroupsPath` or the default).
     pub cgroup_path: PathBuf,
     pub systemd_cgroup: bool,
+    /// Created by a rootless tally (rootless::Mode).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rootless: bool,
+    /// Set when the container has no cgroup (rootless without delegation): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_cgroup: Option<String>,
     /// The config's hooks: poststart and poststop run in later commands.
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
@@ -337,6 +343,8 @@ mod tests {
             annotations: HashMap::new(),
             cgroup_path: "/x".into(),
             systemd_cgroup: false,
+            rootless: false,
+            no_cgroup: None,
             hooks: None,
             paused: false,
             resources: None,

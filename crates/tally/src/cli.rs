@@ -8,9 +8,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[derive(Parser, Debug)]
 #[command(name = "tally", about = "tally: an OCI container runtime with beancounters", disable_version_flag = true)]
 pub struct Cli {
-    /// Root directory for container state
-    #[arg(long, global = false, default_value = "/run/tally")]
-    pub root: PathBuf,
+    /// Root directory for container state [default: /run/tally, or $XDG_RUNTIME_DIR/tally when rootless]
+    #[arg(long, global = false)]
+    pub root: Option<PathBuf>,
     /// Log file (default: stderr only)
     #[arg(long)]
     pub log: Option<PathBuf>,
@@ -23,7 +23,7 @@ pub struct Cli {
     /// Use the systemd cgroup driver
     #[arg(long = "systemd-cgroup")]
     pub systemd_cgroup: bool,
-    /// Rootless mode: true, false or auto
+    /// Rootless mode: true, false or auto (auto: when not root, or inside a user namespace)
     #[arg(long, value_name = "true|false|auto", default_value = "auto")]
     pub rootless: String,
     /// Print the version
@@ -436,7 +436,7 @@ mod tests {
             "KILL",
         ])
         .unwrap();
-        assert_eq!(cli.root, PathBuf::from("/r"));
+        assert_eq!(cli.root, Some(PathBuf::from("/r")));
         assert_eq!(cli.log_format, LogFormat::Json);
         assert!(matches!(cli.command, Some(Command::Kill { all: true, ref signal, .. }) if signal == "KILL"));
     }

@@ -80,7 +80,12 @@ fn main() -> ExitCode {
     }
 }
 
-fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool, preserved: &'a Preserved) -> CreateOptions<'a> {
+fn create_options<'a>(
+    a: &'a CreateArgs,
+    systemd_cgroup: bool,
+    rootless: bool,
+    preserved: &'a Preserved,
+) -> CreateOptions<'a> {
     CreateOptions {
         bundle: &a.bundle,
         pid_file: a.pid_file.as_deref(),
@@ -88,6 +93,7 @@ fn create_options<'a>(a: &'a CreateArgs, systemd_cgroup: bool, preserved: &'a Pr
         no_pivot: a.no_pivot,
         preserved,
         systemd_cgroup,
+        rootless,
     }
 }
 
@@ -106,7 +112,9 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
     let Some(command) = cli.command else {
         anyhow::bail!("no command given; see tally --help");
     };
-    let root = StateRoot::new(&cli.root);
+    let rootless = cli.rootless.parse::<tally_runtime::rootless::Mode>()?.resolve();
+    let root_dir = cli.root.clone().unwrap_or_else(|| tally_runtime::rootless::default_root(rootless));
+    let root = StateRoot::new(&root_dir);
     match command {
         Command::Spec { bundle, rootless } => {
             let path = bundle.join("config.json");
@@ -117,14 +125,14 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 .map_err(|e| anyhow::anyhow!("write {}: {e}", path.display()))?;
         }
         Command::Create(a) => {
-            lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup, &preserved))?;
+            lifecycle::create(&root, &a.id, &create_options(&a, cli.systemd_cgroup, rootless, &preserved))?;
         }
         Command::Start { id } => lifecycle::start(&root, &id)?,
         Command::Run { create, detach, keep, no_subreaper: _ } => {
             let code = lifecycle::run(
                 &root,
                 &create.id,
-                &create_options(&create, cli.systemd_cgroup, &preserved),
+                &create_options(&create, cli.systemd_cgroup, rootless, &preserved),
                 &RunOptions { detach, keep },
             )?;
             return Ok(code.clamp(0, 255) as u8);

@@ -77,7 +77,8 @@ fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: 
     let quota = crate::disk_quota::record(dir);
     let target = Target {
         id: &state.id,
-        cgroup_path: &cgroup_path,
+        cgroup_path: state.no_cgroup.is_none().then_some(cgroup_path.as_path()),
+        processes: (state.no_cgroup.is_some() && alive).then(|| crate::proc_info::pid_namespace_members(state.pid)),
         init_pid: alive.then_some(state.pid),
         // The config is parsed only when its one value is asked for.
         shmall: if wanted.is_none_or(|w| w.wants("shmpages")) { configured_shmall(dir) } else { None },

@@ -20,6 +20,8 @@ pub struct CreateOptions<'a> {
     pub no_pivot: bool,
     pub preserved: &'a crate::process::Preserved,
     pub systemd_cgroup: bool,
+    /// `--rootless` as resolved (rootless::Mode::resolve).
+    pub rootless: bool,
 }
 
 /// A container just created: its init's host PID and its cgroup, for callers (run) that go on
@@ -59,6 +61,15 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
     if let Some(res) = linux.resources() {
         cgroups::check_controllers(res)?;
     }
+    // The systemd driver goes to the user's own systemd (libcgroups picks the session bus for
+    // a caller that is not root), which delegates the user's slice.
+    let no_cgroup = match opts.rootless && !opts.systemd_cgroup {
+        true => {
+            let explicit = linux.cgroups_path().as_ref().is_some_and(|p| !p.as_os_str().is_empty());
+            crate::rootless::placement(&cg_path, explicit, linux.resources().as_ref())?
+        }
+        false => None,
+    };
 
     let dir = ContainerDir::create(root, container_id)?;
     let result = (|| {
@@ -72,7 +83,11 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
         if let Some(limits) = crate::disk_quota::requested(&bundle.spec)? {
             crate::disk_quota::setup(root, &dir, container_id, &bundle.rootfs, limits)?;
         }
-        let cgroup = Cgroup::open(&cg_path, opts.systemd_cgroup, container_id)?;
+        let cgroup = match (&no_cgroup, opts.rootless) {
+            (Some(reason), _) => Cgroup::none(&cg_path, container_id, reason.clone()),
+            (None, true) => Cgroup::open_rootless(&cg_path, opts.systemd_cgroup, container_id)?,
+            (None, false) => Cgroup::open(&cg_path, opts.systemd_cgroup, container_id)?,
+        };
         let spawned = spawn::spawn(&Request {
             id: container_id,
             bundle: &bundle,
@@ -103,6 +118,8 @@ pub fn create_container(root: &StateRoot, container_id: &str, opts: &CreateOptio
             annotations: bundle.spec.annotations().clone().unwrap_or_default(),
             cgroup_path: cgroup.path().to_path_buf(),
             systemd_cgroup: opts.systemd_cgroup,
+            rootless: opts.rootless,
+            no_cgroup: no_cgroup.clone(),
             hooks: bundle.spec.hooks().clone(),
             paused: false,
             resources: linux.resources().clone(),

@@ -70,7 +70,7 @@ pub(super) fn delete_with(
         // tally (the spec says otherwise; callers win, see docs/compatibility.md).
         Status::Created => kill_and_wait_checked(state.pid, Some(state.pid_start_time)),
         Status::Running | Status::Paused => {
-            for pid in cgroup.pids()? {
+            for pid in cgroup.processes(state.pid)? {
                 // SAFETY: kill takes a pid and a signal number.
                 unsafe { libc::kill(pid, libc::SIGKILL) };
             }

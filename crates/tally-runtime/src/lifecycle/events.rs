@@ -37,7 +37,10 @@ pub fn watch(
     let (dir, state, cgroup) = open(root, id)?;
     // The pidfd turns readable when the init exits, which ends the stream at once.
     let Ok(pidfd) = sys::pidfd_open(state.pid) else { return Ok(()) };
-    let layout = Layout::find(&crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup));
+    let layout = match cgroup.missing() {
+        Some(_) => Layout::None,
+        None => Layout::find(&crate::cgroups::hierarchy_path(&state.cgroup_path, state.systemd_cgroup)),
+    };
     let watch = EventsWatch::new(&layout.events_files());
     let mut seen = failcnts(&layout);
     let mut next = Instant::now() + interval;
@@ -210,6 +213,7 @@ fn cpuset_stats(cgroup_path: &std::path::Path) -> Value {
     let (dir, v2) = match Layout::find(cgroup_path) {
         Layout::V2(d) => (Some(d), true),
         Layout::V1(m) => (m.get("cpuset").cloned(), false),
+        Layout::None => (None, false),
     };
     let read = |name: &str| dir.as_ref().and_then(|d| std::fs::read_to_string(d.join(name)).ok());
     let list = |name: &str| -> Vec<u32> { read(name).map(|t| parse_list(t.trim())).unwrap_or_default() };

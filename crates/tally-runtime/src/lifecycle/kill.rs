@@ -19,7 +19,7 @@ pub fn kill(root: &StateRoot, id: &str, signal: i32, all: bool) -> Result<(), Li
     let sig_err = |source| LifecycleError::Signal { id: id.into(), signal, source };
     if all {
         let cg = Cgroup::of(&state)?;
-        for pid in cg.pids()? {
+        for pid in cg.processes(state.pid)? {
             // Processes may exit between the listing and the signal; ESRCH is not an error.
             // SAFETY: kill takes a pid and a signal number.
             unsafe { libc::kill(pid, signal) };

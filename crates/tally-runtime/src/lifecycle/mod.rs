@@ -59,6 +59,8 @@ pub enum LifecycleError {
     #[error(transparent)]
     Lsm(#[from] crate::security::lsm::LsmError),
     #[error(transparent)]
+    Rootless(#[from] crate::rootless::RootlessError),
+    #[error(transparent)]
     DiskQuota(#[from] crate::disk_quota::DiskQuotaError),
     #[error("container {id} is {status}: {message}")]
     WrongStatus { id: String, status: Status, message: &'static str },

@@ -8,7 +8,7 @@ pub fn pids(root: &StateRoot, id: &str) -> Result<Vec<i32>, LifecycleError> {
     let dir = ContainerDir::open(root, id, Lock::Shared)?;
     let state = dir.load()?.ok_or_else(|| LifecycleError::Creating(id.into()))?;
     let cgroup = Cgroup::of(&state)?;
-    let mut pids = cgroup.pids()?;
+    let mut pids = cgroup.processes(state.pid)?;
     pids.sort_unstable();
     pids.dedup();
     Ok(pids)

@@ -76,8 +76,21 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     if !via_clone && plan.creates(LinuxNamespaceType::User) {
         namespaces::unshare(libc::CLONE_NEWUSER).map_err(|e| s(&e))?;
     }
+    // A non-dumpable process's /proc/PID files belong to the root of its user namespace,
+    // which has no mapping yet: the host's root. An unprivileged runtime (or newuidmap, which
+    // checks the target's owner) could then not write the id maps. Dumpable just for that.
+    let new_userns = plan.creates(LinuxNamespaceType::User);
+    if new_userns {
+        // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 1, 0, 0, 0) };
+    }
     ctx.channel.send(&Message::UserNamespaceReady).map_err(|e| s(&e))?;
-    match ctx.channel.recv() {
+    let reply = ctx.channel.recv();
+    if new_userns {
+        // SAFETY: as above.
+        unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) };
+    }
+    match reply {
         Ok(Message::Proceed) => {}
         Ok(other) => return Err(format!("sync channel: expected proceed, got {other:?}")),
         Err(e) => return Err(s(&e)),

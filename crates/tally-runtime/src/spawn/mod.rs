@@ -24,6 +24,7 @@ use crate::console::{self, ConsoleError};
 use crate::hooks::{self, Phase};
 use crate::namespaces::{self, NamespaceError, Plan};
 use crate::proc_info;
+use crate::rootless;
 use crate::sys::{self, Forked};
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +61,8 @@ pub enum SpawnError {
     Listener { path: PathBuf, source: io::Error },
     #[error("start error file {path}: {source}")]
     StartError { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Rootless(#[from] crate::rootless::RootlessError),
 }
 
 /// How long the runtime waits for any one step of a container process it starts.
@@ -331,8 +334,25 @@ fn write_id_maps(
             .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
             .collect::<String>()
     };
+    let (uid_list, gid_list) = (uids.as_deref().unwrap_or_default(), gids.as_deref().unwrap_or_default());
+    let euid = nix::unistd::geteuid().as_raw();
+    let egid = nix::unistd::getegid().as_raw();
+    let deny_setgroups = match rootless::map_writer(rootless::can_map_any_ids(), euid, egid, uid_list, gid_list) {
+        rootless::MapWriter::Direct { deny_setgroups } => deny_setgroups,
+        rootless::MapWriter::Helpers => {
+            rootless::run_helper(pid, "uidMappings", uid_list)?;
+            rootless::run_helper(pid, "gidMappings", gid_list)?;
+            return Ok(());
+        }
+    };
     let proc = crate::procfs::ProcFs::open()
         .map_err(|e| SpawnError::IdMap { file: "uid_map", source: io::Error::other(e) })?;
+    // Without CAP_SETGID over the parent namespace, the kernel takes a gid_map only once
+    // setgroups is denied for the namespace (so a dropped group cannot be regained).
+    if deny_setgroups {
+        proc.write(format!("{pid}/setgroups"), b"deny")
+            .map_err(|e| SpawnError::IdMap { file: "setgroups", source: io::Error::other(e) })?;
+    }
     for (file, maps) in [("uid_map", uids), ("gid_map", gids)] {
         proc.write(format!("{pid}/{file}"), render(maps).as_bytes())
             .map_err(|e| SpawnError::IdMap { file, source: io::Error::other(e) })?;
