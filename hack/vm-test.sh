@@ -12,6 +12,8 @@ only="$*"
 target=x86_64-unknown-linux-gnu
 cd "$here/.."
 payload=$(mktemp -d /tmp/tally-vm-payload.XXXXXX)
+# mktemp's 0700 would become /payload's mode: the rootless tests run tally as another user.
+chmod 0755 "$payload"
 trap 'rm -rf "$payload"' EXIT
 
 # cargo prints "Executable tests/x.rs (target/.../deps/x-hash)" for each test binary.

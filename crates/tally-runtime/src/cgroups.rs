@@ -5,7 +5,10 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use libcgroups::common::{self, AnyCgroupManager, CgroupConfig, CgroupManager, ControllerOpt, FreezerState};
+use libcgroups::common::{
+    self, AnyCgroupManager, AnyManagerError, CgroupConfig, CgroupManager, ControllerOpt, FreezerState,
+};
+use libcgroups::v2::manager::V2ManagerError;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceType, LinuxResources};
 
@@ -224,9 +227,24 @@ impl Cgroup {
         }
         let opt =
             ControllerOpt { resources: &res, disable_oom_killer: false, oom_score_adj: None, freezer_state: None };
-        manager
-            .apply(&opt)
-            .map_err(|e| CgroupError::Manager { path: self.path.clone(), message: format!("linux.resources: {e}") })
+        let err = |e: &dyn std::fmt::Display| CgroupError::Manager {
+            path: self.path.clone(),
+            message: format!("linux.resources: {e}"),
+        };
+        match manager.apply(&opt) {
+            // libcgroups' v2 manager always loads a device filter, after every controller but
+            // before the unified keys; a rootless caller cannot load one (BPF is privileged
+            // over the host). What remains to apply is the unified keys.
+            Err(AnyManagerError::V2(V2ManagerError::DevicesController(_))) if self.rootless => {
+                let dir =
+                    Path::new(common::DEFAULT_CGROUP_ROOT).join(self.path.strip_prefix("/").unwrap_or(&self.path));
+                for (key, value) in res.unified().iter().flatten() {
+                    fs::write(dir.join(key), value).map_err(|e| err(&format!("unified {key:?}: {e}")))?;
+                }
+                Ok(())
+            }
+            r => r.map_err(|e| err(&e)),
+        }
     }
 
     /// `exec --cgroup [CONTROLLER[,CONTROLLER]:]PATH`: a sub-cgroup of the container's,
