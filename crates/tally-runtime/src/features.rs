@@ -101,6 +101,20 @@ fn libseccomp_version() -> String {
     libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_default()
 }
 
+/// The security modules this host runs that a config can name ("apparmor", "selinux", both
+/// or "none").
+fn lsm_host() -> String {
+    let host = crate::security::lsm::Host::detect();
+    let on: Vec<&str> = [("apparmor", host.apparmor), ("selinux", host.selinux)]
+        .into_iter()
+        .filter_map(|(name, on)| on.then_some(name))
+        .collect();
+    match on.is_empty() {
+        true => "none".into(),
+        false => on.join(","),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,19 +141,5 @@ mod tests {
             .contains(&json!("SECCOMP_FILTER_FLAG_TSYNC")));
         assert!(d["linux"]["seccomp"]["archs"].as_array().unwrap().contains(&json!("SCMP_ARCH_X86_64")));
         assert!(d["mountOptions"].as_array().unwrap().contains(&json!("rro")));
-    }
-}
-
-/// The security modules this host runs that a config can name ("apparmor", "selinux", both
-/// or "none").
-fn lsm_host() -> String {
-    let host = crate::security::lsm::Host::detect();
-    let on: Vec<&str> = [("apparmor", host.apparmor), ("selinux", host.selinux)]
-        .into_iter()
-        .filter_map(|(name, on)| on.then_some(name))
-        .collect();
-    match on.is_empty() {
-        true => "none".into(),
-        false => on.join(","),
     }
 }

@@ -12,19 +12,8 @@ use oci_spec::runtime::LinuxIdMapping;
 pub enum RootlessError {
     #[error("--rootless {0:?}: must be true, false or auto")]
     Value(String),
-    #[error(
-        "linux.{field}: mapping more than the caller's own id (uid {uid}, gid {gid}) needs {helper} (package uidmap) \
-         and ranges for this user in /etc/sub{kind}; {helper} {args}: {reason}"
-    )]
-    Helper {
-        field: &'static str,
-        helper: &'static str,
-        kind: &'static str,
-        uid: u32,
-        gid: u32,
-        args: String,
-        reason: String,
-    },
+    #[error("linux.{field}: {message}")]
+    Helper { field: &'static str, message: String },
     #[error(
         "{what}: a rootless container gets a cgroup only where the caller may manage one, and {reason}; \
          drop the {what} or delegate a cgroup v2 subtree to uid {uid} (its cgroup.procs, cgroup.subtree_control \
@@ -127,12 +116,13 @@ pub fn run_helper(pid: i32, field: &'static str, maps: &[LinuxIdMapping]) -> Res
     let args = helper_args(maps);
     let err = |reason: String| RootlessError::Helper {
         field,
-        helper,
-        kind,
-        uid: nix::unistd::geteuid().as_raw(),
-        gid: nix::unistd::getegid().as_raw(),
-        args: format!("{pid} {}", args.join(" ")),
-        reason,
+        message: format!(
+            "mapping more than the caller's own id (uid {}, gid {}) needs {helper} (package uidmap) and ranges for \
+             this user in /etc/sub{kind}; {helper} {pid} {}: {reason}",
+            nix::unistd::geteuid(),
+            nix::unistd::getegid(),
+            args.join(" ")
+        ),
     };
     let out = Command::new(helper).arg(pid.to_string()).args(&args).output().map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
@@ -268,10 +258,10 @@ mod tests {
         std::fs::write(base.join("user/sub/cgroup.procs"), "").unwrap();
         // Writable (this test may run as root, for whom everything is: then only the
         // missing-procs case can be checked).
-        assert_eq!(undelegated(Path::new("/user/sub/c1"), &[base.clone()]), None);
-        assert_eq!(undelegated(Path::new("/user/new/c1"), &[base.clone()]), None);
+        assert_eq!(undelegated(Path::new("/user/sub/c1"), std::slice::from_ref(&base)), None);
+        assert_eq!(undelegated(Path::new("/user/new/c1"), std::slice::from_ref(&base)), None);
         // No cgroup.procs where the path stops existing: not a cgroup the caller may join.
-        let why = undelegated(Path::new("/c1"), &[base.clone()]).unwrap();
+        let why = undelegated(Path::new("/c1"), std::slice::from_ref(&base)).unwrap();
         assert!(why.contains("is not writable"), "{why}");
         assert!(undelegated(Path::new("/c1"), &[]).unwrap().contains("no cgroup filesystem"));
         std::fs::remove_dir_all(&base).unwrap();
