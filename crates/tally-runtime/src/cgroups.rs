@@ -43,6 +43,12 @@ pub enum CgroupError {
     DeviceType(usize),
     #[error("linux.resources.unified {key:?}: {message}")]
     Unified { key: String, message: String },
+    #[error(
+        "linux.resources.blockIO.weight: cgroup v1's blkio controller has no proportional weight on this host: \
+         its weight files come with the BFQ I/O scheduler (CFQ's went with CFQ), which this kernel has not loaded \
+         (modprobe bfq)"
+    )]
+    NoWeight,
     #[error("container {id} has no cgroup ({reason}): {op} needs one")]
     NoCgroup { id: String, reason: String, op: &'static str },
 }
@@ -54,7 +60,7 @@ pub struct Cgroup {
     /// string says why, for the commands that would need one.
     manager: Result<AnyCgroupManager, String>,
     id: String,
-    /// Rootless: device rules are not applied (see `apply`).
+    /// Rootless: a device filter the kernel refuses is done without (see `apply`).
     rootless: bool,
 }
 
@@ -213,13 +219,6 @@ impl Cgroup {
         // Without a cgroup, create has refused every limit already (rootless::placement).
         let Ok(manager) = &self.manager else { return Ok(()) };
         let mut res = resources.clone();
-        // A user namespace cannot attach the v2 device filter (BPF needs privilege over the
-        // host) nor write v1's devices.allow; the namespace already keeps the container from
-        // making device nodes, and the ones it gets are bind mounts of the host's, which the
-        // host's permissions govern. runc leaves them out the same way.
-        if self.rootless {
-            res.set_devices(None);
-        }
         // Podman sends `"memory": {}` after dropping `--memory` on a host without the
         // controller; libcgroups' v1 manager would still look for the hierarchy.
         if res.memory().as_ref().is_some_and(|m| *m == Default::default()) {
@@ -234,7 +233,10 @@ impl Cgroup {
         match manager.apply(&opt) {
             // libcgroups' v2 manager always loads a device filter, after every controller but
             // before the unified keys; a rootless caller cannot load one (BPF is privileged
-            // over the host). What remains to apply is the unified keys.
+            // over the host). The user namespace already keeps the container from making
+            // device nodes, and the ones it gets are bind mounts of the host's, which the host's
+            // permissions govern; runc goes without the filter the same way. What remains to
+            // apply is the unified keys.
             Err(AnyManagerError::V2(V2ManagerError::DevicesController(_))) if self.rootless => {
                 let dir =
                     Path::new(common::DEFAULT_CGROUP_ROOT).join(self.path.strip_prefix("/").unwrap_or(&self.path));
@@ -423,6 +425,12 @@ pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
         if *b != Default::default() {
             need("blockIO", if v2 { "io" } else { "blkio" })?;
         }
+        let weighted = b.weight().is_some()
+            || b.leaf_weight().is_some()
+            || b.weight_device().as_ref().is_some_and(|w| !w.is_empty());
+        if weighted && !v2 && !v1_blkio_weights() {
+            return Err(CgroupError::NoWeight);
+        }
     }
     if res.hugepage_limits().as_ref().is_some_and(|h| !h.is_empty()) {
         need("hugepageLimits", "hugetlb")?;
@@ -444,6 +452,19 @@ pub fn check_controllers(res: &LinuxResources) -> Result<(), CgroupError> {
         }
     }
     Ok(())
+}
+
+/// Whether a v1 blkio cgroup has weight files: CFQ's `blkio.weight` (kernels before 5.0, also
+/// in the root cgroup), or BFQ's `blkio.bfq.weight`, which exists once the BFQ scheduler is
+/// registered (it is then listed in every queue's `scheduler`), in every cgroup but the root.
+fn v1_blkio_weights() -> bool {
+    if Path::new("/sys/fs/cgroup/blkio/blkio.weight").exists() {
+        return true;
+    }
+    fs::read_dir("/sys/block").into_iter().flatten().flatten().any(|dev| {
+        fs::read_to_string(dev.path().join("queue/scheduler"))
+            .is_ok_and(|s| s.split_whitespace().any(|n| n.trim_matches(['[', ']']) == "bfq"))
+    })
 }
 
 /// Values no controller accepts, refused before anything is written.
