@@ -9,6 +9,7 @@ if [ -z "${TALLY_IN_SANDBOX:-}" ]; then
 fi
 status=0
 "$here/podman.sh" "$tally" || status=1
+"$here/podman-rootless.sh" "$tally" || status=1
 "$here/containerd.sh" "$tally" || status=1
 [ $status = 0 ] && echo "== e2e: all passed" || echo "== e2e: FAILED"
 exit $status

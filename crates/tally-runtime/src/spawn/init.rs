@@ -129,7 +129,12 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
         }
     }
 
-    let in_userns = plan.creates(LinuxNamespaceType::User) || plan.joins(LinuxNamespaceType::User);
+    // Also when tally itself runs in a user namespace (rootless Podman runs the runtime as root
+    // of one it made, and gives the container no new one): device nodes cannot be made there
+    // either, as runc knows too.
+    let in_userns = plan.creates(LinuxNamespaceType::User)
+        || plan.joins(LinuxNamespaceType::User)
+        || crate::rootless::in_user_namespace();
     let setup = rootfs::Setup {
         spec,
         bundle: &ctx.bundle.dir,
