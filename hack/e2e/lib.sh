@@ -30,6 +30,13 @@ expect_status() {
   if [ "$got" = "$want" ]; then ok "$what"; else fail "$what: exit status $got, expected $want; output: $out"; fi
 }
 
+# The flags of a private Podman: storage, run root and temp dir under $work, vfs, file events,
+# cgroupfs, and --runtime $tally ($work and $tally are the calling script's).
+podman_flags() {
+  echo --root "$work/storage" --runroot "$work/run" --tmpdir "$work/tmp" \
+    --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally"
+}
+
 # A busybox root filesystem in DIR (what the images and --rootfs runs use).
 make_rootfs() {
   "$(dirname "$0")/../make-rootfs.sh" "$1"

@@ -40,10 +40,8 @@ as_user() {
     env HOME="$work/home" XDG_RUNTIME_DIR="$work/xdg" CONTAINERS_CONF="$work/containers.conf" \
     PATH=/usr/sbin:/usr/bin:/sbin:/bin "$@"
 }
-podman() {
-  as_user podman --root "$work/storage" --runroot "$work/run" --tmpdir "$work/tmp" \
-    --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally" "$@"
-}
+# shellcheck disable=SC2046  # podman_flags' words are meant to split (paths without spaces)
+podman() { as_user podman $(podman_flags) "$@"; }
 cleanup() {
   podman rm --force --all >/dev/null 2>&1
   i=0

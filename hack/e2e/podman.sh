@@ -45,10 +45,8 @@ remove_libpod() {
   libpod_dirs | sort -r | while read -r d; do rmdir "$d" 2>/dev/null; done
 }
 remove_libpod
-podman() {
-  command podman --root "$work/storage" --runroot "$work/run" --tmpdir "$work/tmp" \
-    --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally" "$@"
-}
+# shellcheck disable=SC2046  # podman_flags' words are meant to split (paths without spaces)
+podman() { command podman $(podman_flags) "$@"; }
 cleanup() {
   podman rm --force --all >/dev/null 2>&1
   # conmon outlives its container by a moment, and holds libpod_parent/conmon until it exits.

@@ -273,6 +273,17 @@ impl Tally {
         self.run(&["run", "--bundle", bundle.dir.to_str().unwrap(), id])
     }
 
+    /// A running container (`run -d`) whose init sleeps, with the given config changes.
+    pub fn sleeping(&self, id: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
+        let mut b = Bundle::busybox(id);
+        b.edit(|c| {
+            c["process"]["args"] = json!(["sleep", "300"]);
+            edit(c);
+        });
+        self.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+        b
+    }
+
     pub fn create(&self, id: &str, bundle: &Bundle) -> Ran {
         self.run_to_files(&["create", "--bundle", bundle.dir.to_str().unwrap(), id])
     }

@@ -10,16 +10,6 @@ use std::time::{Duration, Instant};
 use integration_tests::{cgroup_host, skip, Bundle, CgroupHost, Tally};
 use serde_json::{json, Value};
 
-fn running(t: &Tally, id: &str, edit: impl FnOnce(&mut Value)) -> Bundle {
-    let mut b = Bundle::busybox(id);
-    b.edit(|c| {
-        c["process"]["args"] = json!(["sleep", "300"]);
-        edit(c);
-    });
-    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
-    b
-}
-
 /// The JSON row of `resource` for container `id`.
 fn row(t: &Tally, id: &str, resource: &str) -> Value {
     let r = t.run(&["beancounters", "--format", "json", id]).ok();
@@ -46,7 +36,7 @@ fn a_numproc_limit_counts_refused_forks_and_a_running_events_reports_them_at_onc
     let t = Tally::new();
     let id = "bc-numproc";
     // The init is a shell, which reaps the orphans the fork loop leaves (as a real init does).
-    let b = running(&t, id, |c| {
+    let b = t.sleeping(id, |c| {
         c["process"]["args"] = json!(["sh", "-c", "while :; do sleep 1; done"]);
         c["annotations"] = json!({"org.tally.beancounter.numproc": "20:20"});
     });
@@ -206,7 +196,7 @@ fn numothersock_counts_the_sockets_that_are_not_tcp() {
 fn resources_reads_only_the_rows_asked_for_and_names_an_unknown_one() {
     let t = Tally::new();
     let id = "bc-filter";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let r = t.run(&["beancounters", "--format", "json", "--resources", "numproc,numfile", id]).ok();
     let all: Value = serde_json::from_str(&r.stdout).unwrap();
     let names: Vec<&str> =
@@ -229,7 +219,7 @@ fn the_table_is_the_openvz_format_with_the_cgroup_inode_as_uid() {
     use std::os::unix::fs::MetadataExt;
     let t = Tally::new();
     let id = "bc-table";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let r = t.run(&["beancounters", id]).ok();
     let lines: Vec<&str> = r.stdout.lines().collect();
     assert_eq!(lines[0], "Version: 2.5");
@@ -265,7 +255,7 @@ fn the_table_is_the_openvz_format_with_the_cgroup_inode_as_uid() {
 fn delete_leaves_the_final_beancounters_in_the_ledger() {
     let t = Tally::new();
     let id = "bc-ledger";
-    let b = running(&t, id, |c| c["annotations"] = json!({"org.tally.beancounter.numproc": "50"}));
+    let b = t.sleeping(id, |c| c["annotations"] = json!({"org.tally.beancounter.numproc": "50"}));
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, &b);
     let r = t.run(&["beancounters", "--ledger", "--format", "json"]).ok();
@@ -300,7 +290,7 @@ fn bad_beancounter_annotations_are_errors_naming_them_at_create() {
 fn events_stats_carries_the_beancounters_beside_runcs_fields() {
     let t = Tally::new();
     let id = "bc-stats";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let r = t.run(&["events", "--stats", id]).ok();
     let line = BufReader::new(r.stdout.as_bytes()).lines().next().unwrap().unwrap();
     let e: Value = serde_json::from_str(&line).unwrap();

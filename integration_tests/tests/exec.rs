@@ -10,17 +10,6 @@ use std::process::Stdio;
 use integration_tests::{recv_fd, Bundle, Tally};
 use serde_json::json;
 
-/// A running container whose init sleeps, with the given config changes.
-fn running(t: &Tally, id: &str, edit: impl FnOnce(&mut serde_json::Value)) -> Bundle {
-    let mut b = Bundle::busybox(id);
-    b.edit(|c| {
-        c["process"]["args"] = json!(["sleep", "300"]);
-        edit(c);
-    });
-    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
-    b
-}
-
 fn finish(t: &Tally, id: &str, b: &Bundle) {
     t.run(&["delete", "--force", id]).ok();
     t.assert_clean(id, b);
@@ -30,7 +19,7 @@ fn finish(t: &Tally, id: &str, b: &Bundle) {
 fn an_exec_shares_every_namespace_and_the_cgroup_of_the_init_and_returns_its_status() {
     let t = Tally::new();
     let id = "exec-ns";
-    let b = running(&t, id, |c| {
+    let b = t.sleeping(id, |c| {
         let ns = c["linux"]["namespaces"].as_array().unwrap();
         assert!(ns.iter().any(|n| n["type"] == "cgroup"), "the default spec has a cgroup namespace");
     });
@@ -52,7 +41,7 @@ fn an_exec_shares_every_namespace_and_the_cgroup_of_the_init_and_returns_its_sta
 fn the_command_line_sets_env_cwd_user_groups_capabilities_and_no_new_privs() {
     let t = Tally::new();
     let id = "exec-flags";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let r = t
         .run(&[
             "exec",
@@ -94,7 +83,7 @@ fn the_command_line_sets_env_cwd_user_groups_capabilities_and_no_new_privs() {
 fn a_process_json_describes_the_whole_process() {
     let t = Tally::new();
     let id = "exec-pjson";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let p = b.dir.join("process.json");
     let process = json!({
         "terminal": false,
@@ -117,7 +106,7 @@ fn a_process_json_describes_the_whole_process() {
 fn a_missing_executable_fails_and_leaves_the_container_running() {
     let t = Tally::new();
     let id = "exec-missing";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     t.run(&["exec", id, "no-such-program"]).fails_with(&["no-such-program", "not found"]);
     t.run(&["exec", "--cwd", "/nonexistent", id, "true"]).fails_with(&["/nonexistent"]);
     t.run(&["exec", id]).fails_with(&["no command"]);
@@ -141,7 +130,7 @@ fn exec_refuses_stopped_and_paused_containers() {
     t.assert_clean(id, &b);
 
     let id = "exec-paused";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     t.run(&["pause", id]).ok();
     t.run(&["exec", id, "true"]).fails_with(&["paused", "--ignore-paused"]);
     // With --ignore-paused the process is set up, then frozen with the rest until resume.
@@ -178,7 +167,7 @@ fn exec_refuses_stopped_and_paused_containers() {
 fn a_detached_exec_writes_its_pid_file_and_runs_in_the_container() {
     let t = Tally::new();
     let id = "exec-detach";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let pid_file = b.dir.join("exec.pid");
     t.run_to_files(&["exec", "-d", "--pid-file", pid_file.to_str().unwrap(), id, "sleep", "300"]).ok();
     let pid: i32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
@@ -205,7 +194,7 @@ fn is_zombie(pid: i32) -> bool {
 fn signals_to_a_foreground_exec_reach_its_process() {
     let t = Tally::new();
     let id = "exec-signal";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let marker = b.rootfs().join("tmp/trap-ready");
     let child = t
         .command()
@@ -233,7 +222,7 @@ fn signals_to_a_foreground_exec_reach_its_process() {
 fn an_exec_inherits_no_fd_of_the_runtime_and_keeps_the_containers_seccomp() {
     let t = Tally::new();
     let id = "exec-fds";
-    let b = running(&t, id, |c| {
+    let b = t.sleeping(id, |c| {
         c["linux"]["seccomp"] = json!({
             "defaultAction": "SCMP_ACT_ALLOW",
             "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1}]
@@ -259,7 +248,7 @@ fn an_exec_inherits_no_fd_of_the_runtime_and_keeps_the_containers_seccomp() {
 fn exec_joins_a_user_namespace_container_as_its_mapped_root() {
     let t = Tally::new();
     let id = "exec-userns";
-    let b = running(&t, id, |c| {
+    let b = t.sleeping(id, |c| {
         c["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
         c["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
         c["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
@@ -275,7 +264,7 @@ fn exec_joins_a_user_namespace_container_as_its_mapped_root() {
 fn a_tty_exec_gets_a_pty_whose_master_goes_to_the_console_socket() {
     let t = Tally::new();
     let id = "exec-tty";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let sock = b.dir.join("exec-console.sock");
     let listener = UnixListener::bind(&sock).unwrap();
     let child = t
@@ -312,7 +301,7 @@ fn a_tty_exec_gets_a_pty_whose_master_goes_to_the_console_socket() {
 fn exec_cgroup_puts_the_process_in_a_sub_cgroup_and_keeps_it_in_the_containers_others() {
     let t = Tally::new();
     let id = "exec-subcg";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let (sub_dir, flag, want) = match integration_tests::cgroup_host() {
         integration_tests::CgroupHost::V1 => (format!("/sys/fs/cgroup/pids/{id}/sub"), "pids:sub", "pids:/sub"),
         integration_tests::CgroupHost::V2 => (format!("/sys/fs/cgroup/{id}/sub"), "sub", "0::/sub"),
@@ -339,7 +328,7 @@ fn a_tty_exec_without_a_console_socket_gets_a_pty_tally_holds_itself() {
     use std::io::Write as _;
     let t = Tally::new();
     let id = "exec-localtty";
-    let b = running(&t, id, |_| {});
+    let b = t.sleeping(id, |_| {});
     let mut child = t
         .command()
         .args(["exec", "-t", id, "sh"])
@@ -360,7 +349,7 @@ fn a_tty_exec_without_a_console_socket_gets_a_pty_tally_holds_itself() {
 fn exec_into_a_container_without_a_kept_config_reads_its_bundle() {
     let t = Tally::new();
     let id = "exec-oldstate";
-    let b = running(&t, id, |c| c["process"]["env"] = json!(["PATH=/bin", "FROM=bundle"]));
+    let b = t.sleeping(id, |c| c["process"]["env"] = json!(["PATH=/bin", "FROM=bundle"]));
     // As a container created before tally kept a copy of its config.
     fs::remove_file(t.root.join(id).join("config.json")).unwrap();
     let r = t.run(&["exec", id, "sh", "-c", "echo $FROM"]).ok();

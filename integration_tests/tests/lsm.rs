@@ -58,6 +58,14 @@ const PROBE: &str = "cat /proc/self/attr/current; echo; \
 
 const DENY_RULE: &str = "  deny /denied w,";
 
+/// The container still runs after a refused exec; then it goes, leaving nothing.
+#[track_caller]
+fn still_running_then_gone(t: &Tally, id: &str, b: &Bundle) {
+    assert_eq!(t.status(id), "running");
+    t.run(&["delete", "--force", id]).ok();
+    t.assert_clean(id, b);
+}
+
 #[test]
 fn a_container_with_a_profile_runs_confined_by_it_and_one_without_does_not() {
     let test = "a_container_with_a_profile_runs_confined_by_it_and_one_without_does_not";
@@ -94,12 +102,7 @@ fn exec_takes_the_containers_profile_or_the_one_it_is_given() {
     }
     let t = Tally::new();
     let id = "lsm-aa-exec";
-    let mut b = Bundle::busybox(id);
-    b.edit(|c| {
-        c["process"]["args"] = json!(["sleep", "300"]);
-        c["process"]["apparmorProfile"] = json!("tally-it-exec");
-    });
-    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    let b = t.sleeping(id, |c| c["process"]["apparmorProfile"] = json!("tally-it-exec"));
     // The init and a plain exec: the container's profile.
     let r = t.run(&["exec", id, "cat", "/proc/1/attr/current"]).ok();
     assert!(r.stdout.starts_with("tally-it-exec (enforce)"), "{}", r.stdout);
@@ -123,9 +126,7 @@ fn exec_takes_the_containers_profile_or_the_one_it_is_given() {
     // A profile that is not loaded: the exec fails, the container runs on.
     t.run(&["exec", "--apparmor", "tally-it-not-loaded", id, "true"])
         .fails_with(&["process.apparmorProfile \"tally-it-not-loaded\"", "no such profile is loaded"]);
-    assert_eq!(t.status(id), "running");
-    t.run(&["delete", "--force", id]).ok();
-    t.assert_clean(id, &b);
+    still_running_then_gone(&t, id, &b);
 }
 
 #[test]
@@ -159,14 +160,10 @@ fn a_profile_where_apparmor_is_off_is_an_error_naming_the_field() {
 
     // exec --apparmor into a container without one: refused the same way, container untouched.
     let id = "lsm-aa-off-exec";
-    let mut b = Bundle::busybox(id);
-    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
-    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    let b = t.sleeping(id, |_| {});
     t.run(&["exec", "--apparmor", "docker-default", id, "true"])
         .fails_with(&["process.apparmorProfile \"docker-default\"", "AppArmor is not enabled on this host"]);
-    assert_eq!(t.status(id), "running");
-    t.run(&["delete", "--force", id]).ok();
-    t.assert_clean(id, &b);
+    still_running_then_gone(&t, id, &b);
 }
 
 #[test]
@@ -190,14 +187,10 @@ fn selinux_labels_where_selinux_is_off_are_errors_naming_the_field() {
     t.assert_clean("lsm-ml-off", &b);
 
     let id = "lsm-se-off-exec";
-    let mut b = Bundle::busybox(id);
-    b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
-    t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), id]).ok();
+    let b = t.sleeping(id, |_| {});
     t.run(&["exec", "--process-label", label, id, "true"])
         .fails_with(&["process.selinuxLabel", "SELinux is not enabled on this host"]);
-    assert_eq!(t.status(id), "running");
-    t.run(&["delete", "--force", id]).ok();
-    t.assert_clean(id, &b);
+    still_running_then_gone(&t, id, &b);
 }
 
 /// Empty strings are what some engines send for "no label": nothing is asked for.
