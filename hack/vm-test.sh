@@ -27,25 +27,37 @@ rm -f "$payload/build.log"
 mkdir -p "$payload/tests"
 cp "$tally" "$payload/tally"
 
-# apparmor_parser for the AppArmor tests. It is dynamically linked (the C library only) and the
-# guest has no C library: the host's, with its loader, go beside it, and a wrapper runs it
-# through that loader.
+# Programs from Debian packages the tests run in the guest (hack/vm/fetch.sh unpacks them into
+# $VM_GUEST_ROOT): apparmor_parser for the AppArmor tests, criu for checkpoint/restore. They are
+# dynamically linked and the guest has no C library: each goes into payload/NAME/ with the
+# libraries ldd finds (the host's C library, the unpacked packages' own), and a wrapper that
+# runs it through that loader.
 hack/vm/fetch.sh
 # shellcheck source=vm/common.sh
 . hack/vm/common.sh
-parser=$VM_GUEST_ROOT/sbin/apparmor_parser
-[ -x "$parser" ] || { echo "vm-test: no $parser (hack/vm/fetch.sh unpacks the apparmor package)" >&2; exit 1; }
-mkdir -p "$payload/apparmor"
-cp "$parser" "$payload/apparmor/apparmor_parser.bin"
-loader=""
-for lib in $(ldd "$parser" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
-  cp -L "$lib" "$payload/apparmor/"
-  case $lib in */ld-linux*) loader=${lib##*/} ;; esac
-done
-[ -n "$loader" ] || { echo "vm-test: ldd names no loader for $parser" >&2; exit 1; }
-printf '#!/bin/sh\nexec /payload/apparmor/%s --library-path /payload/apparmor /payload/apparmor/apparmor_parser.bin "$@"\n' \
-  "$loader" > "$payload/apparmor/apparmor_parser"
-chmod +x "$payload/apparmor/apparmor_parser"
+guest_libs=$VM_GUEST_ROOT/usr/lib/x86_64-linux-gnu:$VM_GUEST_ROOT/lib/x86_64-linux-gnu
+guest_tool() {
+  name=$1 bin=$VM_GUEST_ROOT/$2
+  [ -x "$bin" ] || { echo "vm-test: no $bin (hack/vm/fetch.sh unpacks it)" >&2; exit 1; }
+  mkdir -p "$payload/$name"
+  cp "$bin" "$payload/$name/$name.bin"
+  loader=""
+  for lib in $(LD_LIBRARY_PATH=$guest_libs ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
+    cp -L "$lib" "$payload/$name/"
+    case $lib in */ld-linux*) loader=${lib##*/} ;; esac
+  done
+  if LD_LIBRARY_PATH=$guest_libs ldd "$bin" | grep -q 'not found'; then
+    echo "vm-test: $bin needs libraries no package in VM_GUEST_PKGS has:" >&2
+    LD_LIBRARY_PATH=$guest_libs ldd "$bin" | grep 'not found' >&2
+    exit 1
+  fi
+  [ -n "$loader" ] || { echo "vm-test: ldd names no loader for $bin" >&2; exit 1; }
+  printf '#!/bin/sh\nexec /payload/%s/%s --library-path /payload/%s /payload/%s/%s.bin "$@"\n' \
+    "$name" "$loader" "$name" "$name" "$name" > "$payload/$name/$name"
+  chmod +x "$payload/$name/$name"
+}
+guest_tool apparmor_parser sbin/apparmor_parser
+guest_tool criu usr/sbin/criu
 echo "$bins" | while read -r name path; do
   if [ -z "$only" ] || echo " $only " | grep -q " $name "; then cp "$path" "$payload/tests/$name"; fi
 done
@@ -54,7 +66,7 @@ cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
 # In the guest: every test binary against /payload/tally; a summary; failure if any failed.
 export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped TALLY_IN_VM=1
-export TALLY_APPARMOR_PARSER=/payload/apparmor/apparmor_parser
+export TALLY_APPARMOR_PARSER=/payload/apparmor_parser/apparmor_parser TALLY_CRIU=/payload/criu/criu
 failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")

@@ -30,8 +30,12 @@ TALLY_VM_KERNEL_PKG=${TALLY_VM_KERNEL_PKG:-linux-image-cloud-amd64}
 TALLY_VM_KERNEL_SUITE=${TALLY_VM_KERNEL_SUITE:-}
 TALLY_VM_QEMU_SUITE=${TALLY_VM_QEMU_SUITE-bookworm-backports}
 TALLY_VM_MIRROR=${TALLY_VM_MIRROR:-http://deb.debian.org/debian}
-TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth quota_v2}
-TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk quota_v2}
+# CRIU needs the socket diag modules (to dump sockets), nf_tables through nfnetlink (it probes
+# and locks the network with nftables) and tun (its kernel feature check): loaded at boot, as
+# CRIU probes for them before anything would load them on demand.
+VM_CRIU_MODULES="nfnetlink nf_tables unix_diag inet_diag tcp_diag udp_diag netlink_diag af_packet_diag tun"
+TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth quota_v2 $VM_CRIU_MODULES}
+TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk quota_v2 $VM_CRIU_MODULES}
 
 # QEMU and its firmware. All five are needed: qemu-system-x86 has the binary, -common the TCG
 # accelerator module (accel-tcg-x86_64.so is a loadable module in Debian's build), -data the
@@ -58,9 +62,10 @@ VM_KERNEL_DIR=$TALLY_VM_CACHE/kernel/$(vm_kernel_key)
 # fetch.sh writes $VM_KERNEL_DIR/env with KERNEL_RELEASE, KERNEL_IMAGE and KERNEL_MODULES.
 
 # Programs the tests run in the guest besides busybox, unpacked from their packages into
-# $VM_GUEST_ROOT: apparmor_parser (package apparmor) loads the profiles of the AppArmor tests.
-# It links only the C library, which hack/vm-test.sh copies next to it.
-VM_GUEST_PKGS="apparmor"
+# $VM_GUEST_ROOT: apparmor_parser (package apparmor) loads the profiles of the AppArmor tests;
+# criu (with the libraries of its that a stock host lacks) checkpoints and restores.
+# hack/vm-test.sh copies each with its libraries (the host's C library among them).
+VM_GUEST_PKGS="apparmor criu libnftables1 libprotobuf-c1 libnet1 libjansson4 libnftnl11 libmnl0"
 VM_GUEST_ROOT=$TALLY_VM_CACHE/guest
 
 # busybox-static's binary: the guest's only userland besides the payload.

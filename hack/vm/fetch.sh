@@ -21,12 +21,14 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 qemu_stamp=$VM_QEMU_ROOT/.complete
 kernel_stamp=$VM_KERNEL_DIR/.complete
 guest_stamp=$VM_GUEST_ROOT/.complete
+# The guest's programs are fetched again when the list of packages changes.
+guest_ok() { [ -e "$guest_stamp" ] && [ "$(cat "$VM_GUEST_ROOT/.requested" 2>/dev/null)" = "$VM_GUEST_PKGS" ]; }
 
 # Fast path, before taking the lock or touching apt. The library check is included because the
 # libraries live outside the cache: a machine (or CI image) may get the cache restored from an
 # earlier run without them.
 libs_ok() { ! ldd "$VM_QEMU_BIN" 2>/dev/null | grep -q 'not found'; }
-if [ -e "$qemu_stamp" ] && [ -e "$kernel_stamp" ] && [ -e "$guest_stamp" ] && libs_ok && [ -x "$VM_BUSYBOX" ]; then
+if [ -e "$qemu_stamp" ] && [ -e "$kernel_stamp" ] && guest_ok && libs_ok && [ -x "$VM_BUSYBOX" ]; then
     exit 0
 fi
 
@@ -211,7 +213,7 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Guest programs (from the host's sources: they run on the guest's kernel, not its release)
-if [ ! -e "$guest_stamp" ]; then
+if ! guest_ok; then
     vm_log "fetching the guest's programs ($VM_GUEST_PKGS) into $VM_GUEST_ROOT"
     guest_debs=$VM_DEBS/guest
     rm -rf "$VM_GUEST_ROOT" "$guest_debs"
@@ -223,6 +225,7 @@ if [ ! -e "$guest_stamp" ]; then
         dpkg-deb --show --showformat='${Package} ${Version}\n' "$deb" >>"$VM_GUEST_ROOT/.packages"
     done
     rm -rf "$VM_GUEST_ROOT/usr/share/doc" "$VM_GUEST_ROOT/usr/share/man" "$guest_debs"
+    echo "$VM_GUEST_PKGS" >"$VM_GUEST_ROOT/.requested"
     cp "$VM_GUEST_ROOT/.packages" "$guest_stamp"
 fi
 

@@ -15,14 +15,23 @@ pub const MAX_BYTES: u64 = 4 << 20;
 
 /// Appends one container's final row set, with the time of deletion (seconds since the epoch).
 pub fn append(root: &Path, bc: &Beancounters) -> io::Result<()> {
-    append_bounded(root, bc, MAX_BYTES)
+    append_bounded(root, bc, None, MAX_BYTES)
 }
 
-fn append_bounded(root: &Path, bc: &Beancounters, max_bytes: u64) -> io::Result<()> {
+/// Appends a row set taken at an event of the container's life (`checkpointed`, `restored`),
+/// with its time in the same field, and the event named.
+pub fn append_event(root: &Path, bc: &Beancounters, event: &str) -> io::Result<()> {
+    append_bounded(root, bc, Some(event), MAX_BYTES)
+}
+
+fn append_bounded(root: &Path, bc: &Beancounters, event: Option<&str>, max_bytes: u64) -> io::Result<()> {
     let path = root.join(FILE_NAME);
     let deleted = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let mut line =
-        serde_json::to_vec(&serde_json::json!({"deleted": deleted, "beancounters": bc})).expect("serializes");
+    let mut entry = serde_json::json!({"deleted": deleted, "beancounters": bc});
+    if let Some(event) = event {
+        entry["event"] = serde_json::json!(event);
+    }
+    let mut line = serde_json::to_vec(&entry).expect("serializes");
     line.push(b'\n');
     // Concurrent deletes append one whole line each (O_APPEND); the lock keeps a trim, which
     // replaces the file, from losing a line appended meanwhile: a writer that locked the file
@@ -99,7 +108,7 @@ mod tests {
                 page_size: 4096,
                 resources: vec![],
             };
-            append_bounded(&dir, &bc, 500).unwrap();
+            append_bounded(&dir, &bc, None, 500).unwrap();
         }
         let ids: Vec<String> =
             read(&dir).unwrap().iter().map(|e| e["beancounters"]["id"].as_str().unwrap().to_string()).collect();

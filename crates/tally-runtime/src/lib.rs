@@ -5,6 +5,7 @@ pub mod bundle;
 pub mod cgroups;
 pub mod channel;
 pub mod console;
+pub mod criu;
 pub mod default_spec;
 pub mod disk_quota;
 pub mod features;

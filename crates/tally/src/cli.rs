@@ -26,6 +26,9 @@ pub struct Cli {
     /// Rootless mode: true, false or auto (auto: when not root, or inside a user namespace)
     #[arg(long, value_name = "true|false|auto", default_value = "auto")]
     pub rootless: String,
+    /// The CRIU binary for checkpoint and restore
+    #[arg(long, default_value = "criu")]
+    pub criu: PathBuf,
     /// Print the version
     #[arg(short = 'v', long = "version")]
     pub version: bool,
@@ -263,6 +266,10 @@ pub enum Command {
         /// Containers (default: all)
         ids: Vec<String>,
     },
+    /// Checkpoint a running container with CRIU
+    Checkpoint(CheckpointArgs),
+    /// Restore a container from a checkpoint
+    Restore(RestoreArgs),
     /// List containers
     List {
         #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
@@ -270,6 +277,85 @@ pub enum Command {
         #[arg(short = 'q', long)]
         quiet: bool,
     },
+}
+
+/// The CRIU flags `checkpoint` and `restore` share (runc's names).
+#[derive(clap::Args, Debug)]
+pub struct CriuArgs {
+    /// Where the images are written or read
+    #[arg(long = "image-path", default_value = "checkpoint")]
+    pub image_path: PathBuf,
+    /// Where CRIU's logs and work files go (default: the image path)
+    #[arg(long = "work-path")]
+    pub work_path: Option<PathBuf>,
+    /// Allow open TCP connections
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Allow shell jobs (a session or terminal from outside)
+    #[arg(long = "shell-job")]
+    pub shell_job: bool,
+    /// Handle file locks
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    /// CRIU's cgroup mode: none, props, soft, full, strict or ignore (default ignore)
+    #[arg(long = "manage-cgroups-mode")]
+    pub manage_cgroups_mode: Option<String>,
+    /// Namespaces to leave empty (network)
+    #[arg(long = "empty-ns")]
+    pub empty_ns: Vec<String>,
+    /// Deduplicate pages against the parent images
+    #[arg(long = "auto-dedup")]
+    pub auto_dedup: bool,
+    /// Lazy migration of memory pages
+    #[arg(long = "lazy-pages")]
+    pub lazy_pages: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CheckpointArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// The previous (pre-)dump's images, relative to the image path
+    #[arg(long = "parent-path")]
+    pub parent_path: Option<PathBuf>,
+    /// Leave the container running after the dump
+    #[arg(long = "leave-running")]
+    pub leave_running: bool,
+    /// Only dump the memory (an iterative pre-copy round)
+    #[arg(long = "pre-dump")]
+    pub pre_dump: bool,
+    /// Send pages to CRIU's page server at ADDRESS:PORT
+    #[arg(long = "page-server")]
+    pub page_server: Option<String>,
+    /// An fd CRIU writes to when the lazy-pages server is ready
+    #[arg(long = "status-fd")]
+    pub status_fd: Option<i32>,
+    pub id: String,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    pub criu: CriuArgs,
+    /// The bundle whose config the restored container takes
+    #[arg(short = 'b', long, default_value = ".")]
+    pub bundle: PathBuf,
+    /// Return once restored, without waiting for the container
+    #[arg(short = 'd', long)]
+    pub detach: bool,
+    /// File to write the restored init's PID to
+    #[arg(long = "pid-file")]
+    pub pid_file: Option<PathBuf>,
+    /// Accepted for runc compatibility (a restored terminal is CRIU's)
+    #[arg(long = "console-socket")]
+    pub console_socket: Option<PathBuf>,
+    /// Accepted for runc compatibility (CRIU restores the mount namespace itself)
+    #[arg(long = "no-pivot")]
+    pub no_pivot: bool,
+    pub id: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -327,6 +413,22 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "cpuset-mems",
         "blkio-weight",
         "ledger",
+        "criu",
+        "image-path",
+        "work-path",
+        "parent-path",
+        "leave-running",
+        "tcp-established",
+        "ext-unix-sk",
+        "shell-job",
+        "lazy-pages",
+        "status-fd",
+        "page-server",
+        "file-locks",
+        "pre-dump",
+        "manage-cgroups-mode",
+        "empty-ns",
+        "auto-dedup",
     ];
     // Flags that take their value as the next argument, so it is not taken for a positional.
     const VALUED: &[&str] = &[
@@ -358,6 +460,14 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "resources",
         "r",
         "interval",
+        "criu",
+        "image-path",
+        "work-path",
+        "parent-path",
+        "status-fd",
+        "page-server",
+        "manage-cgroups-mode",
+        "empty-ns",
     ];
     let mut out = Vec::new();
     let mut command: Option<String> = None;

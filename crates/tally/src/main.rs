@@ -167,6 +167,56 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
             let code = lifecycle::exec(&root, &a.id, &opts)?;
             return Ok(code.clamp(0, 255) as u8);
         }
+        Command::Checkpoint(a) => {
+            let c = a.criu;
+            let image = c.image_path.clone();
+            let dump = tally_runtime::criu::DumpOptions {
+                work: c.work_path.unwrap_or_else(|| image.clone()),
+                image,
+                parent: a.parent_path,
+                leave_running: a.leave_running,
+                tcp_established: c.tcp_established,
+                ext_unix_sk: c.ext_unix_sk,
+                shell_job: c.shell_job,
+                file_locks: c.file_locks,
+                pre_dump: a.pre_dump,
+                manage_cgroups_mode: check_cgroup_mode(c.manage_cgroups_mode)?,
+                empty_ns: c.empty_ns,
+                auto_dedup: c.auto_dedup,
+                lazy_pages: c.lazy_pages,
+                page_server: a.page_server,
+                status_fd: a.status_fd,
+            };
+            lifecycle::checkpoint(&root, &a.id, &lifecycle::CheckpointOptions { criu: cli.criu.clone(), dump })?;
+        }
+        Command::Restore(a) => {
+            let c = a.criu;
+            let image = c.image_path.clone();
+            let restore = tally_runtime::criu::RestoreOptions {
+                work: c.work_path.unwrap_or_else(|| image.clone()),
+                image,
+                tcp_established: c.tcp_established,
+                ext_unix_sk: c.ext_unix_sk,
+                shell_job: c.shell_job,
+                file_locks: c.file_locks,
+                manage_cgroups_mode: check_cgroup_mode(c.manage_cgroups_mode)?,
+                empty_ns: c.empty_ns,
+                auto_dedup: c.auto_dedup,
+                lazy_pages: c.lazy_pages,
+            };
+            let opts = lifecycle::RestoreOptions {
+                criu: cli.criu.clone(),
+                bundle: &a.bundle,
+                restore,
+                detach: a.detach,
+                pid_file: a.pid_file.as_deref(),
+                systemd_cgroup: cli.systemd_cgroup,
+            };
+            let code = lifecycle::restore(&root, &a.id, &opts)?;
+            if !a.detach {
+                return Ok(code.clamp(0, 255) as u8);
+            }
+        }
         Command::Pause { id } => lifecycle::pause(&root, &id)?,
         Command::Resume { id } => lifecycle::resume(&root, &id)?,
         Command::Ps { format, id, ps_args } => print_ps(&root, &id, format, &ps_args)?,
@@ -378,4 +428,17 @@ fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--manage-cgroups-mode`: one of CRIU's modes, checked before CRIU runs.
+fn check_cgroup_mode(mode: Option<String>) -> Result<Option<String>> {
+    match mode {
+        Some(m) if !tally_runtime::criu::CGROUP_MODES.contains(&m.as_str()) => {
+            anyhow::bail!(
+                "--manage-cgroups-mode {m:?}: must be one of {}",
+                tally_runtime::criu::CGROUP_MODES.join(", ")
+            )
+        }
+        m => Ok(m),
+    }
 }

@@ -93,6 +93,19 @@ fn read_some(dir: &ContainerDir, state: &ContainerState, persist: bool, wanted: 
     bc
 }
 
+/// A restored container goes on from the checkpointed one's high-water marks (the rows of
+/// the checkpoint record): its own samples only raise them.
+pub(super) fn continue_from(dir: &ContainerDir, rows: &serde_json::Value) {
+    let mut maxheld = tally_beancounters::MaxHeld::default();
+    for r in rows["resources"].as_array().into_iter().flatten() {
+        if let (Some(name), Some(v)) = (r["resource"].as_str(), r["maxheld"].as_u64()) {
+            maxheld.0.insert(name.to_string(), v);
+        }
+    }
+    // Losing them costs accuracy, not correctness (as for every maxheld save).
+    let _ = maxheld.save(&dir.path().join(MAXHELD_FILE));
+}
+
 /// `kernel.shmall` from the config `create` kept: the container's IPC namespace is the only
 /// place the kernel shows it. Most configs do not set it: those are not parsed at all.
 fn configured_shmall(dir: &ContainerDir) -> Option<u64> {

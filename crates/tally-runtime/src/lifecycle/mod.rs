@@ -2,6 +2,7 @@
 //! the modules that do the work.
 
 mod beancounters;
+mod checkpoint;
 mod create;
 mod delete;
 mod events;
@@ -17,6 +18,7 @@ mod terminal;
 mod update;
 
 pub use beancounters::{beancounters, ledger};
+pub use checkpoint::{checkpoint, restore, CheckpointOptions, RestoreOptions};
 pub use create::{create, CreateOptions};
 pub use delete::delete;
 pub use events::{runc_stats, stats_event, watch as watch_events};
@@ -60,6 +62,10 @@ pub enum LifecycleError {
     Lsm(#[from] crate::security::lsm::LsmError),
     #[error(transparent)]
     Rootless(#[from] crate::rootless::RootlessError),
+    #[error(transparent)]
+    Criu(#[from] crate::criu::CriuError),
+    #[error("{0}")]
+    Checkpoint(String),
     #[error(transparent)]
     DiskQuota(#[from] crate::disk_quota::DiskQuotaError),
     #[error("container {id} is {status}: {message}")]

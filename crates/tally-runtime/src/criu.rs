@@ -1,0 +1,356 @@
+//! CRIU, driven through its command line (`criu dump`, `criu pre-dump`, `criu restore`): the
+//! arguments a container needs, and the run with its log. The command line rather than the
+//! RPC (swrk): the RPC needs CRIU's protobuf schema compiled into tally for what the CLI gives
+//! in plain words, and the CLI's log file is what an operator reads when it fails either way.
+//!
+//! Mounts CRIU cannot rebuild from inside the container (bind mounts from the host, the
+//! masking `/dev/null` binds, device nodes bound in a user namespace) are declared external:
+//! at dump each is keyed by its destination, and restore maps the key back to a host path.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CriuError {
+    #[error("criu {op}: cannot run {bin}: {source} (install criu, or name it with --criu)")]
+    Spawn { op: &'static str, bin: PathBuf, source: io::Error },
+    #[error("criu {op} failed ({status}); its log is {log}{tail}")]
+    Failed { op: &'static str, status: String, log: PathBuf, tail: String },
+    #[error("{what} {path}: {source}")]
+    Path { what: &'static str, path: PathBuf, source: io::Error },
+}
+
+/// The flags `checkpoint` passes on (runc's names).
+#[derive(Debug, Default, Clone)]
+pub struct DumpOptions {
+    pub image: PathBuf,
+    pub work: PathBuf,
+    /// `--parent-path`: the previous (pre-)dump's images, relative to `image` or absolute.
+    pub parent: Option<PathBuf>,
+    pub leave_running: bool,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub pre_dump: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+    pub auto_dedup: bool,
+    pub lazy_pages: bool,
+    pub page_server: Option<String>,
+    pub status_fd: Option<i32>,
+}
+
+/// The flags `restore` passes on.
+#[derive(Debug, Default, Clone)]
+pub struct RestoreOptions {
+    pub image: PathBuf,
+    pub work: PathBuf,
+    pub tcp_established: bool,
+    pub ext_unix_sk: bool,
+    pub shell_job: bool,
+    pub file_locks: bool,
+    pub manage_cgroups_mode: Option<String>,
+    pub empty_ns: Vec<String>,
+    pub auto_dedup: bool,
+    pub lazy_pages: bool,
+}
+
+/// A mount CRIU must not rebuild itself: where it is in the container, and what backs it on
+/// the host (for restore).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct External {
+    pub destination: PathBuf,
+    pub source: PathBuf,
+}
+
+/// The `--manage-cgroups` modes CRIU knows; tally's default is `ignore`: the restored
+/// processes stay in the cgroup tally put CRIU in, the new container's (which may be another
+/// path than the checkpointed one's), and the bundle's limits are what apply.
+pub const CGROUP_MODES: &[&str] = &["none", "props", "soft", "full", "strict", "ignore"];
+
+fn common(
+    args: &mut Vec<OsString>,
+    image: &Path,
+    work: &Path,
+    log: &str,
+    flags: [(bool, &str); 5],
+    mode: Option<&str>,
+    empty_ns: &[String],
+) {
+    let mut push = |a: &str| args.push(a.into());
+    push("--images-dir");
+    args.push(image.into());
+    args.push("--work-dir".into());
+    args.push(work.into());
+    args.extend(["--log-file".into(), log.into(), "-v4".into()]);
+    for (on, flag) in flags {
+        if on {
+            args.push(flag.into());
+        }
+    }
+    args.push(format!("--manage-cgroups={}", mode.unwrap_or("ignore")).into());
+    for ns in empty_ns {
+        args.extend(["--empty-ns".into(), ns.into()]);
+    }
+}
+
+/// `criu dump` (or `pre-dump`) of the process tree rooted at `pid`.
+pub fn dump_args(pid: i32, externals: &[External], o: &DumpOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec![if o.pre_dump { "pre-dump" } else { "dump" }.into()];
+    args.extend(["--tree".into(), pid.to_string().into()]);
+    let log = if o.pre_dump { "pre-dump.log" } else { "dump.log" };
+    let flags = [
+        (o.tcp_established, "--tcp-established"),
+        (o.ext_unix_sk, "--ext-unix-sk"),
+        (o.shell_job, "--shell-job"),
+        (o.file_locks, "--file-locks"),
+        (o.auto_dedup, "--auto-dedup"),
+    ];
+    common(&mut args, &o.image, &o.work, log, flags, o.manage_cgroups_mode.as_deref(), &o.empty_ns);
+    if o.leave_running && !o.pre_dump {
+        args.push("--leave-running".into());
+    }
+    if o.pre_dump {
+        args.push("--track-mem".into());
+    }
+    if let Some(parent) = &o.parent {
+        args.push("--prev-images-dir".into());
+        args.push(parent.into());
+        args.push("--track-mem".into());
+    }
+    if o.lazy_pages {
+        args.push("--lazy-pages".into());
+    }
+    if let Some(addr) = &o.page_server {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "27"));
+        args.extend(["--page-server".into(), "--address".into(), host.into(), "--port".into(), port.into()]);
+    }
+    if let Some(fd) = o.status_fd {
+        args.extend(["--status-fd".into(), fd.to_string().into()]);
+    }
+    for e in externals {
+        let key = e.destination.to_string_lossy();
+        args.extend(["--ext-mount-map".into(), format!("{key}:{key}").into()]);
+    }
+    args
+}
+
+/// `criu restore` into `root` (the rootfs, bound onto itself), detached, the restored init's
+/// host PID written to `pidfile`.
+pub fn restore_args(root: &Path, pidfile: &Path, externals: &[External], o: &RestoreOptions) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["restore".into(), "--root".into(), root.into()];
+    args.extend(["--restore-detached".into(), "--pidfile".into(), pidfile.into()]);
+    let flags = [
+        (o.tcp_established, "--tcp-established"),
+        (o.ext_unix_sk, "--ext-unix-sk"),
+        (o.shell_job, "--shell-job"),
+        (o.file_locks, "--file-locks"),
+        (o.auto_dedup, "--auto-dedup"),
+    ];
+    common(&mut args, &o.image, &o.work, "restore.log", flags, o.manage_cgroups_mode.as_deref(), &o.empty_ns);
+    if o.lazy_pages {
+        args.push("--lazy-pages".into());
+    }
+    for e in externals {
+        let key = e.destination.to_string_lossy();
+        args.push("--ext-mount-map".into());
+        let mut map = OsString::from(format!("{key}:"));
+        map.push(&e.source);
+        args.push(map);
+    }
+    args
+}
+
+/// The mounts of a running container CRIU cannot rebuild on its own, from its init's
+/// mountinfo: a bind mount whose filesystem no other mount of the container shows from a root
+/// that contains it (a config's bind from the host, a mask bound from the host's /dev/null, a
+/// device node bound in a user namespace). Binds inside the container's own filesystems (the
+/// read-only /proc/sys) CRIU resolves itself. Each gets its host source: the config's bind
+/// source, /dev/null for a masked path, the same path for a device node.
+pub fn externals(mountinfo: &str, spec: &oci_spec::runtime::Spec, bundle: &Path) -> Result<Vec<External>, String> {
+    struct M<'a> {
+        dev: &'a str,
+        root: &'a str,
+        point: &'a str,
+    }
+    let mounts: Vec<M> = mountinfo
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() > 4).then(|| M { dev: f[2], root: f[3], point: f[4] })
+        })
+        .collect();
+    let contains = |outer: &str, inner: &str| {
+        outer == "/" || inner == outer || inner.starts_with(&format!("{}/", outer.trim_end_matches('/')))
+    };
+    let linux = spec.linux().as_ref();
+    let masked: Vec<&String> = linux.and_then(|l| l.masked_paths().as_ref()).into_iter().flatten().collect();
+    let mut out = Vec::new();
+    for (i, m) in mounts.iter().enumerate() {
+        if m.point == "/" || m.root == "/" {
+            continue;
+        }
+        let covered = mounts
+            .iter()
+            .enumerate()
+            .any(|(j, o)| j != i && o.dev == m.dev && o.point != m.point && contains(o.root, m.root));
+        if covered {
+            continue;
+        }
+        let point = PathBuf::from(m.point.replace("\\040", " "));
+        let bind = spec.mounts().iter().flatten().find(|c| c.destination() == &point);
+        let source = if let Some(c) = bind {
+            let src = c.source().clone().unwrap_or_default();
+            if src.is_absolute() {
+                src
+            } else {
+                bundle.join(src)
+            }
+        } else if masked.iter().any(|p| Path::new(p.as_str()) == point) {
+            PathBuf::from("/dev/null")
+        } else if point.starts_with("/dev") {
+            point.clone()
+        } else {
+            return Err(format!("mount {}: bound from outside the container, and not by its config", point.display()));
+        };
+        out.push(External { destination: point, source });
+    }
+    Ok(out)
+}
+
+/// Runs CRIU with `args`; before its exec, `pre_exec` runs in the child (to join a cgroup or
+/// a mount namespace). The log is in `work` under the name the arguments gave it.
+pub fn run(
+    bin: &Path,
+    op: &'static str,
+    args: &[OsString],
+    log: PathBuf,
+    pre_exec: Option<Box<dyn FnMut() -> io::Result<()> + Send + Sync>>,
+) -> Result<(), CriuError> {
+    let mut cmd = Command::new(bin);
+    cmd.args(args);
+    if let Some(f) = pre_exec {
+        // SAFETY: the closures tally passes make only async-signal-safe system calls.
+        unsafe { cmd.pre_exec(f) };
+    }
+    let out = cmd.output().map_err(|source| CriuError::Spawn { op, bin: bin.into(), source })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let status = match out.status.code() {
+        Some(c) => format!("exit status {c}"),
+        None => "killed by a signal".into(),
+    };
+    let mut err = failed(op, status, log);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if let CriuError::Failed { tail, .. } = &mut err {
+        if tail.is_empty() && !stderr.trim().is_empty() {
+            *tail = format!("; it said: {}", stderr.trim().lines().rev().take(3).collect::<Vec<_>>().join(" / "));
+        }
+    }
+    Err(err)
+}
+
+/// A failed CRIU run, with the last error lines of its log.
+pub fn failed(op: &'static str, status: String, log: PathBuf) -> CriuError {
+    let tail = log_errors(&log);
+    CriuError::Failed { op, status, log, tail }
+}
+
+/// The last error lines of a CRIU log, for the error message.
+fn log_errors(log: &Path) -> String {
+    let Ok(text) = std::fs::read_to_string(log) else { return String::new() };
+    let errors: Vec<&str> = text.lines().filter(|l| l.contains("Error")).collect();
+    let last: Vec<&str> = errors.iter().rev().take(3).rev().map(|l| l.trim()).collect();
+    match last.is_empty() {
+        true => String::new(),
+        false => format!("; last errors: {}", last.join(" / ")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(args: &[OsString]) -> Vec<String> {
+        args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn a_dump_names_the_tree_the_images_and_each_external_mount_by_its_destination() {
+        let o = DumpOptions {
+            image: "/img".into(),
+            work: "/work".into(),
+            tcp_established: true,
+            leave_running: true,
+            ..Default::default()
+        };
+        let ext = [External { destination: "/data".into(), source: "/srv/data".into() }];
+        let a = s(&dump_args(42, &ext, &o));
+        assert_eq!(a[..3], ["dump", "--tree", "42"]);
+        for want in ["--tcp-established", "--leave-running", "--manage-cgroups=ignore", "/data:/data"] {
+            assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
+        }
+        assert!(!a.iter().any(|x| x == "--shell-job"), "{a:?}");
+    }
+
+    #[test]
+    fn a_pre_dump_tracks_memory_and_a_dump_after_it_names_its_parent() {
+        let pre = DumpOptions { image: "/p1".into(), work: "/p1".into(), pre_dump: true, ..Default::default() };
+        let a = s(&dump_args(1, &[], &pre));
+        assert_eq!(a[0], "pre-dump");
+        assert!(a.contains(&"--track-mem".to_string()) && a.contains(&"pre-dump.log".to_string()));
+        let fin =
+            DumpOptions { image: "/d".into(), work: "/d".into(), parent: Some("../p1".into()), ..Default::default() };
+        let a = s(&dump_args(1, &[], &fin));
+        let i = a.iter().position(|x| x == "--prev-images-dir").unwrap();
+        assert_eq!(a[i + 1], "../p1");
+    }
+
+    #[test]
+    fn a_restore_maps_each_external_mount_back_to_its_host_source() {
+        let o = RestoreOptions { image: "/img".into(), work: "/w".into(), ..Default::default() };
+        let ext = [External { destination: "/data".into(), source: "/srv/data".into() }];
+        let a = s(&restore_args(Path::new("/root"), Path::new("/pid"), &ext, &o));
+        assert_eq!(a[..3], ["restore", "--root", "/root"]);
+        assert!(a.iter().any(|x| x == "/data:/srv/data"), "{a:?}");
+        assert!(a.iter().any(|x| x == "--restore-detached"), "{a:?}");
+    }
+
+    #[test]
+    fn binds_from_outside_are_external_and_binds_within_the_container_are_not() {
+        let spec: oci_spec::runtime::Spec = serde_json::from_value(serde_json::json!({
+            "ociVersion": "1.0.2",
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/data", "type": "bind", "source": "vol", "options": ["rbind"]}],
+            "linux": {"maskedPaths": ["/proc/kcore"]}
+        }))
+        .unwrap();
+        // The rootfs, its /proc, the read-only /proc/sys (a bind within /proc), a config bind
+        // from the same disk as the rootfs, a mask from the host's devtmpfs, a tmpfs /dev and
+        // a device node bound from the host into it.
+        let mountinfo = "\
+            100 90 8:1 /b/rootfs / rw - ext4 /dev/sda1 rw
+            101 100 0:50 / /proc rw - proc proc rw
+            102 101 0:50 /sys /proc/sys ro - proc proc rw
+            103 100 8:1 /srv/vol /data rw - ext4 /dev/sda1 rw
+            104 101 0:5 /null /proc/kcore ro - devtmpfs udev rw
+            105 100 0:51 / /dev rw - tmpfs tmpfs rw
+            106 105 0:5 /zero /dev/zero rw - devtmpfs udev rw";
+        let e = externals(mountinfo, &spec, Path::new("/b")).unwrap();
+        assert_eq!(
+            e,
+            [
+                External { destination: "/data".into(), source: "/b/vol".into() },
+                External { destination: "/proc/kcore".into(), source: "/dev/null".into() },
+                External { destination: "/dev/zero".into(), source: "/dev/zero".into() },
+            ]
+        );
+        let stray = "100 90 8:1 /b/rootfs / rw - ext4 /dev/sda1 rw\n103 100 8:1 /home /mnt rw - ext4 /dev/sda1 rw";
+        assert!(externals(stray, &spec, Path::new("/b")).unwrap_err().contains("mount /mnt"));
+    }
+}
