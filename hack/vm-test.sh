@@ -37,7 +37,8 @@ hack/vm/fetch.sh
 . hack/vm/common.sh
 guest_libs=$VM_GUEST_ROOT/usr/lib/x86_64-linux-gnu:$VM_GUEST_ROOT/lib/x86_64-linux-gnu
 guest_tool() {
-  name=$1 bin=$VM_GUEST_ROOT/$2
+  name=$1
+  case $2 in /*) bin=$2 ;; *) bin=$VM_GUEST_ROOT/$2 ;; esac
   [ -x "$bin" ] || { echo "vm-test: no $bin (hack/vm/fetch.sh unpacks it)" >&2; exit 1; }
   mkdir -p "$payload/$name"
   cp "$bin" "$payload/$name/$name.bin"
@@ -58,6 +59,10 @@ guest_tool() {
 }
 guest_tool apparmor_parser sbin/apparmor_parser
 guest_tool criu usr/sbin/criu
+# CRIU archives tmpfs contents with GNU tar's options and saves a network namespace's addresses
+# and routes with iproute2's `ip addr save`, which busybox's tar and ip lack: the host's.
+guest_tool tar "$(command -v tar)"
+guest_tool ip "$(command -v ip)"
 echo "$bins" | while read -r name path; do
   if [ -z "$only" ] || echo " $only " | grep -q " $name "; then cp "$path" "$payload/tests/$name"; fi
 done
@@ -67,6 +72,7 @@ cat > "$payload/run" <<'SCRIPT'
 # In the guest: every test binary against /payload/tally; a summary; failure if any failed.
 export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped TALLY_IN_VM=1
 export TALLY_APPARMOR_PARSER=/payload/apparmor_parser/apparmor_parser TALLY_CRIU=/payload/criu/criu
+export PATH=/payload/tar:/payload/ip:$PATH
 failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")

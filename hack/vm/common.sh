@@ -31,9 +31,10 @@ TALLY_VM_KERNEL_SUITE=${TALLY_VM_KERNEL_SUITE:-}
 TALLY_VM_QEMU_SUITE=${TALLY_VM_QEMU_SUITE-bookworm-backports}
 TALLY_VM_MIRROR=${TALLY_VM_MIRROR:-http://deb.debian.org/debian}
 # CRIU needs the socket diag modules (to dump sockets), nf_tables through nfnetlink (it probes
-# and locks the network with nftables) and tun (its kernel feature check): loaded at boot, as
-# CRIU probes for them before anything would load them on demand.
-VM_CRIU_MODULES="nfnetlink nf_tables unix_diag inet_diag tcp_diag udp_diag netlink_diag af_packet_diag tun"
+# and locks the network with nftables), nf_conntrack_netlink (it dumps a network namespace's
+# connection tracking) and tun (its kernel feature check): loaded at boot, as CRIU probes for
+# them before anything would load them on demand.
+VM_CRIU_MODULES="nfnetlink nf_tables nf_conntrack_netlink unix_diag inet_diag tcp_diag udp_diag netlink_diag af_packet_diag tun"
 TALLY_VM_MODULES=${TALLY_VM_MODULES:-overlay virtio_pci virtio_blk loop veth quota_v2 $VM_CRIU_MODULES}
 TALLY_VM_BOOT_MODULES=${TALLY_VM_BOOT_MODULES:-overlay virtio_pci virtio_blk quota_v2 $VM_CRIU_MODULES}
 

@@ -67,10 +67,25 @@ pub struct External {
     pub source: PathBuf,
 }
 
+/// The recorded source of a `cgroup` mount: the container's cgroup, whichever it is.
+pub const CGROUP_SOURCE: &str = "<the container's cgroup>";
+
 /// The `--manage-cgroups` modes CRIU knows; tally's default is `ignore`: the restored
 /// processes stay in the cgroup tally put CRIU in, the new container's (which may be another
 /// path than the checkpointed one's), and the bundle's limits are what apply.
 pub const CGROUP_MODES: &[&str] = &["none", "props", "soft", "full", "strict", "ignore"];
+
+/// How CRIU locks the container's network while it dumps and restores: its default is
+/// iptables, which a host may lack (the test VM has no iptables at all); nftables, through the
+/// library CRIU links, then.
+pub fn network_lock() -> Option<&'static str> {
+    let on_path =
+        |name: &str| std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(name).exists()));
+    match on_path("iptables-restore") && on_path("ip6tables-restore") {
+        true => None,
+        false => Some("nftables"),
+    }
+}
 
 fn common(
     args: &mut Vec<OsString>,
@@ -93,6 +108,9 @@ fn common(
         }
     }
     args.push(format!("--manage-cgroups={}", mode.unwrap_or("ignore")).into());
+    if let Some(lock) = network_lock() {
+        args.push(format!("--network-lock={lock}").into());
+    }
     for ns in empty_ns {
         args.extend(["--empty-ns".into(), ns.into()]);
     }
@@ -166,8 +184,8 @@ pub fn restore_args(root: &Path, pidfile: &Path, externals: &[External], o: &Res
 }
 
 /// The mounts of a running container CRIU cannot rebuild on its own, from its init's
-/// mountinfo: a bind mount whose filesystem no other mount of the container shows from a root
-/// that contains it (a config's bind from the host, a mask bound from the host's /dev/null, a
+/// mountinfo: a bind mount whose filesystem the container has no whole mount of (nor the rootfs
+/// mount) from a root that contains it (a config's bind from the host, a mask bound from the host's /dev/null, a
 /// device node bound in a user namespace). Binds inside the container's own filesystems (the
 /// read-only /proc/sys) CRIU resolves itself. Each gets its host source: the config's bind
 /// source, /dev/null for a masked path, the same path for a device node.
@@ -194,16 +212,24 @@ pub fn externals(mountinfo: &str, spec: &oci_spec::runtime::Spec, bundle: &Path)
         if m.point == "/" || m.root == "/" {
             continue;
         }
+        // Whole filesystems mounted in the container (root "/") and the rootfs itself are what
+        // CRIU can take a bind's source from; two binds of the same outside file (the masks)
+        // do not vouch for each other.
         let covered = mounts
             .iter()
             .enumerate()
-            .any(|(j, o)| j != i && o.dev == m.dev && o.point != m.point && contains(o.root, m.root));
+            .any(|(j, o)| j != i && o.dev == m.dev && (o.root == "/" || o.point == "/") && contains(o.root, m.root));
         if covered {
             continue;
         }
         let point = PathBuf::from(m.point.replace("\\040", " "));
         let bind = spec.mounts().iter().flatten().find(|c| c.destination() == &point);
-        let source = if let Some(c) = bind {
+        let is_cgroup = |c: &oci_spec::runtime::Mount| matches!(c.typ().as_deref(), Some("cgroup" | "cgroup2"));
+        let source = if bind.is_some_and(is_cgroup) {
+            // The container's own cgroup, seen through its cgroup namespace: on restore, the
+            // new container's (restore_externals).
+            PathBuf::from(CGROUP_SOURCE)
+        } else if let Some(c) = bind {
             let src = c.source().clone().unwrap_or_default();
             if src.is_absolute() {
                 src
@@ -327,7 +353,7 @@ mod tests {
             "ociVersion": "1.0.2",
             "root": {"path": "rootfs"},
             "mounts": [{"destination": "/data", "type": "bind", "source": "vol", "options": ["rbind"]}],
-            "linux": {"maskedPaths": ["/proc/kcore"]}
+            "linux": {"maskedPaths": ["/proc/kcore", "/proc/keys"]}
         }))
         .unwrap();
         // The rootfs, its /proc, the read-only /proc/sys (a bind within /proc), a config bind
@@ -339,6 +365,7 @@ mod tests {
             102 101 0:50 /sys /proc/sys ro - proc proc rw
             103 100 8:1 /srv/vol /data rw - ext4 /dev/sda1 rw
             104 101 0:5 /null /proc/kcore ro - devtmpfs udev rw
+            107 101 0:5 /null /proc/keys ro - devtmpfs udev rw
             105 100 0:51 / /dev rw - tmpfs tmpfs rw
             106 105 0:5 /zero /dev/zero rw - devtmpfs udev rw";
         let e = externals(mountinfo, &spec, Path::new("/b")).unwrap();
@@ -347,6 +374,7 @@ mod tests {
             [
                 External { destination: "/data".into(), source: "/b/vol".into() },
                 External { destination: "/proc/kcore".into(), source: "/dev/null".into() },
+                External { destination: "/proc/keys".into(), source: "/dev/null".into() },
                 External { destination: "/dev/zero".into(), source: "/dev/zero".into() },
             ]
         );

@@ -101,13 +101,22 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
 }
 
 /// The externals recorded at dump, with the sources the new bundle's config gives for its
-/// bind mounts (so a volume can move), the recorded ones otherwise.
-fn restore_externals(record: &serde_json::Value, spec: &oci_spec::runtime::Spec, bundle: &Path) -> Vec<External> {
+/// bind mounts (so a volume can move), the new container's cgroup directory for its cgroup
+/// mount, the recorded ones otherwise.
+fn restore_externals(
+    record: &serde_json::Value,
+    spec: &oci_spec::runtime::Spec,
+    bundle: &Path,
+    cgroup_dir: &Path,
+) -> Vec<External> {
     let recorded = record["externals"].as_array().cloned().unwrap_or_default();
     recorded
         .iter()
         .filter_map(|e| {
             let destination = PathBuf::from(e["destination"].as_str()?);
+            if e["source"].as_str() == Some(criu::CGROUP_SOURCE) {
+                return Some(External { destination, source: cgroup_dir.to_path_buf() });
+            }
             let from_config = spec.mounts().iter().flatten().find(|m| m.destination() == &destination).and_then(|m| {
                 let src = m.source().clone()?;
                 Some(if src.is_absolute() { src } else { bundle.join(src) })
@@ -131,7 +140,6 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
     })?;
     let record: serde_json::Value = serde_json::from_slice(&record_text)
         .map_err(|e| invalid(format!("{}: corrupt checkpoint record: {e}", record_path.display())))?;
-    let externals = restore_externals(&record, &bundle.spec, &bundle.dir);
     root.ensure()?;
     fs::create_dir_all(&o.work).map_err(path_err("--work-path", &o.work))?;
     let cg_path = if opts.systemd_cgroup {
@@ -142,6 +150,9 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
     if let Some(res) = linux.resources() {
         cgroups::check_controllers(res)?;
     }
+    let rel = cgroups::hierarchy_path(&cg_path, opts.systemd_cgroup);
+    let cgroup_dir = Path::new("/sys/fs/cgroup").join(rel.strip_prefix("/").unwrap_or(&rel));
+    let externals = restore_externals(&record, &bundle.spec, &bundle.dir, &cgroup_dir);
     let dir = ContainerDir::create(root, id)?;
     let result = (|| -> Result<ContainerState, LifecycleError> {
         fs::write(dir.config_path(), &bundle.raw).map_err(path_err("the config copy", &dir.config_path()))?;
