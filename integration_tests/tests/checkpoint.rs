@@ -27,16 +27,26 @@ fn criu(test: &str) -> Option<PathBuf> {
 
 /// A container that counts: its stdio on its own /dev/null (the caller's files are outside
 /// the container, where CRIU cannot follow them), a line per tick on fd 3 of /count.log
-/// (opened once: its offset must survive), the last value in /counter.
+/// (opened once: its offset must survive), the last value in /counter. On its loopback, a
+/// listening server on port 7000 answers `tcp-ok`, and an established connection to port 7001
+/// carries a `ping` every 0.2 s into /got.
 fn counter(t: &Tally, id: &str) -> Bundle {
     t.sleeping(id, |c| {
+        let caps = json!(["CAP_NET_ADMIN", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        c["process"]["capabilities"] = json!({"bounding": caps.clone(), "effective": caps.clone(), "permitted": caps});
         c["process"]["args"] = json!([
             "sh",
             "-c",
-            "exec </dev/null >/dev/null 2>&1 3>/count.log; i=0; \
+            "exec </dev/null >/dev/null 2>&1 3>/count.log; busybox ip link set lo up; \
+             nc -ll -p 7000 -e /bin/echo tcp-ok & nc -l -p 7001 > /got & sleep 0.3; \
+             (while :; do echo ping; sleep 0.2; done) | nc 127.0.0.1 7001 & i=0; \
              while :; do i=$((i+1)); echo $i >&3; echo $i > /counter; sleep 0.1; done"
         ]);
     })
+}
+
+fn pings(b: &Bundle) -> usize {
+    fs::read_to_string(b.rootfs().join("got")).map(|s| s.lines().count()).unwrap_or(0)
 }
 
 fn count(b: &Bundle) -> u64 {
@@ -86,9 +96,13 @@ fn a_checkpointed_counter_is_restored_into_another_id_and_continues_where_it_was
     let t = Tally::new();
     let b = counter(&t, "cr-src");
     wait_count(&b, 5);
+    assert_eq!(t.run(&["exec", "cr-src", "nc", "127.0.0.1", "7000"]).ok().stdout.trim(), "tcp-ok");
+    assert!(pings(&b) > 0, "the connection to 7001 carries pings");
     let images = std::env::temp_dir().join(unique("tally-it-images"));
     let img = images.to_str().unwrap();
-    tally_with(&t, &criu, &["checkpoint", "--image-path", img, "cr-src"]).ok();
+    // (Both ends of the connection are in the container's network namespace, which CRIU dumps
+    // whole: it takes them even without --tcp-established, which is passed as runc users do.)
+    tally_with(&t, &criu, &["checkpoint", "--tcp-established", "--image-path", img, "cr-src"]).ok();
     // runc's checkpoint ends the container and deletes it.
     assert!(!t.root.join("cr-src").exists(), "the checkpointed container is gone");
     let frozen = count(&b);
@@ -96,7 +110,13 @@ fn a_checkpointed_counter_is_restored_into_another_id_and_continues_where_it_was
     assert_eq!(count(&b), frozen, "nothing counts while checkpointed");
     assert!(images.join("tally-checkpoint.json").exists());
 
-    tally_with(&t, &criu, &["restore", "-d", "--bundle", b.dir.to_str().unwrap(), "--image-path", img, "cr-dst"]).ok();
+    let pinged = pings(&b);
+    tally_with(
+        &t,
+        &criu,
+        &["restore", "-d", "--tcp-established", "--bundle", b.dir.to_str().unwrap(), "--image-path", img, "cr-dst"],
+    )
+    .ok();
     let st = t.state("cr-dst");
     assert_eq!(st["status"], "running");
     let after = wait_count(&b, frozen + 3);
@@ -104,6 +124,11 @@ fn a_checkpointed_counter_is_restored_into_another_id_and_continues_where_it_was
     let r = t.run(&["exec", "cr-dst", "cat", "/proc/1/cmdline"]).ok();
     assert!(r.stdout.starts_with("sh\0-c\0exec"), "PID 1 is the same program: {:?}", r.stdout);
     assert_log_continuous(&b);
+    // The sockets are restored (the connection's file is where it was), but with CRIU 3.17's
+    // nftables network lock, the one the VM can use (it has no iptables), the restored
+    // namespace stays locked: nothing connects afterwards. What the sockets do after a restore
+    // is therefore not asserted here (docs/compatibility.md).
+    assert!(pings(&b) >= pinged, "the connection's output file is intact");
     // The ledger has both events, the restored container the checkpointed one's maxheld.
     let ledger = t.run(&["beancounters", "--ledger", "--format", "json"]).ok();
     let entries: Value = serde_json::from_str(&ledger.stdout).unwrap();
