@@ -181,6 +181,13 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
                 return Err(invalid(format!("the restored init (pid {pid}) is already gone")));
             }
         };
+        if criu::network_lock() == Some("nftables") {
+            if let Err(e) = criu::netlock::unlock_restored(pid) {
+                crate::spawn::kill_and_wait(pid);
+                let _ = cgroup.remove();
+                return Err(invalid(format!("{e}: CRIU's network lock would stay on the restored container")));
+            }
+        }
         Ok(ContainerState {
             id: id.to_string(),
             oci_version: bundle.spec.version().clone(),

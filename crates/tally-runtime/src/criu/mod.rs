@@ -13,6 +13,8 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub mod netlock;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CriuError {
     #[error("criu {op}: cannot run {bin}: {source} (install criu, or name it with --criu)")]
