@@ -2,7 +2,7 @@
 //! back, into another container ID, and goes on where it was: its counter continues (not from
 //! 0), PID 1 is the same program, an open file's offset holds, a listening socket and an
 //! established connection work again; `--leave-running` and
-//! `--pre-dump` + `--parent-path`; the beancounters' high-water marks and the ledger carry
+//! `--pre-dump` + `--parent-path`; `migrate` to another root over CRIU's page server; the beancounters' high-water marks and the ledger carry
 //! over; bad input is a clear error and leaves nothing.
 //!
 //! CRIU works in the test VM (hack/vm-test.sh puts it in the guest as TALLY_CRIU, with the
@@ -150,6 +150,59 @@ fn a_checkpointed_counter_is_restored_into_another_id_and_continues_where_it_was
     t.assert_clean("cr-dst", &b);
     t.assert_clean("cr-src", &b);
     let _ = fs::remove_dir_all(&images);
+}
+
+#[test]
+fn migrate_moves_a_running_counter_to_another_root_over_the_page_server_in_pre_dump_rounds() {
+    let test = "migrate_moves_a_running_counter_to_another_root_over_the_page_server_in_pre_dump_rounds";
+    let Some(criu) = criu(test) else { return };
+    let t = Tally::new();
+    let dst = Tally::new();
+    let b = counter(&t, "cr-mig");
+    wait_count(&b, 5);
+    wait_pings(&b, 3);
+    let to = dst.root.to_str().unwrap();
+    let r =
+        tally_with(&t, &criu, &["migrate", "--to-root", to, "--pre-dump-rounds", "2", "--tcp-established", "cr-mig"]);
+    let report: Value = serde_json::from_str(&r.ok().stdout).expect("migrate prints its report as JSON");
+    let kinds: Vec<&str> = report["rounds"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["pre-dump", "pre-dump", "dump"], "{report}");
+    // The first round sends all the memory; the page server received it.
+    assert!(report["rounds"][0]["page_bytes"].as_u64().unwrap() > 0, "{report}");
+    let downtime = report["downtime_ms"].as_f64().unwrap();
+    assert!(downtime > 0.0 && downtime >= report["restore_ms"].as_f64().unwrap(), "{report}");
+    // Gone from the old root, running under the new one, where it goes on counting.
+    assert!(!t.root.join("cr-mig").exists(), "the source container is gone");
+    assert_eq!(dst.status("cr-mig"), "running");
+    assert_eq!(dst.state("cr-mig")["pid"].as_i64(), report["pid"].as_i64());
+    let at = count(&b);
+    wait_count(&b, at + 3);
+    assert_log_continuous(&b);
+    assert_eq!(dst.run(&["exec", "cr-mig", "nc", "-w", "5", "127.0.0.1", "7000"]).ok().stdout.trim(), "tcp-ok");
+    let pinged = pings(&b);
+    wait_pings(&b, pinged + 3);
+    assert!(!dst.root.join(".migrate-cr-mig").exists(), "the rounds' images are removed");
+    dst.run(&["delete", "--force", "cr-mig"]).ok();
+    dst.assert_clean("cr-mig", &b);
+    t.assert_clean("cr-mig", &b);
+
+    // Bad input: to its own root, to a root that has the ID (a created container there, in a
+    // cgroup of its own), a stopped container. Each is refused before anything is dumped.
+    let b2 = t.sleeping("cr-mig2", |_| {});
+    let own = t.root.to_str().unwrap();
+    tally_with(&t, &criu, &["migrate", "--to-root", own, "cr-mig2"]).fails_with(&["--to-root", "own root"]);
+    let mut held = Bundle::busybox("cr-mig2-held");
+    held.edit(|c| c["linux"]["cgroupsPath"] = json!("/tally-it-mig-held"));
+    dst.create("cr-mig2", &held).ok();
+    tally_with(&t, &criu, &["migrate", "--to-root", to, "cr-mig2"]).fails_with(&["--to-root", "already there"]);
+    assert_eq!(t.status("cr-mig2"), "running", "a refused migration leaves the container running");
+    dst.run(&["delete", "--force", "cr-mig2"]).ok();
+    t.run(&["kill", "cr-mig2", "KILL"]).ok();
+    t.wait_status("cr-mig2", "stopped");
+    tally_with(&t, &criu, &["migrate", "--to-root", to, "cr-mig2"]).fails_with(&["cr-mig2", "stopped"]);
+    t.run(&["delete", "cr-mig2"]).ok();
+    t.assert_clean("cr-mig2", &b2);
+    dst.assert_clean("cr-mig2", &held);
 }
 
 /// A counter whose files are on a tmpfs of its own: CRIU carries a tmpfs's contents in the

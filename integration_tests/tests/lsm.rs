@@ -223,5 +223,5 @@ fn features_say_both_modules_are_supported_and_which_this_host_runs() {
         (false, false) => "none",
     };
     assert_eq!(host, want);
-    assert_eq!(f["annotations"]["org.tally.criu.commands"], json!("checkpoint,restore"));
+    assert_eq!(f["annotations"]["org.tally.criu.commands"], json!("checkpoint,restore,migrate"));
 }

@@ -63,7 +63,7 @@ pub fn document() -> Value {
             "org.tally.version": env!("CARGO_PKG_VERSION"),
             "org.tally.lsm.host": lsm_host(),
             // The CRIU commands, as `criu` on PATH (or --criu) runs them.
-            "org.tally.criu.commands": "checkpoint,restore",
+            "org.tally.criu.commands": "checkpoint,restore,migrate",
             "io.github.seccomp.libseccomp.version": libseccomp_version(),
             // The beancounter annotations tally takes: the prefix and each settable resource.
             "org.tally.beancounter.prefix": tally_beancounters::annotations::PREFIX,

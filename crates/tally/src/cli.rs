@@ -270,6 +270,8 @@ pub enum Command {
     Checkpoint(CheckpointArgs),
     /// Restore a container from a checkpoint
     Restore(RestoreArgs),
+    /// Move a running container to another state root by iterative pre-copy (tally's own)
+    Migrate(MigrateArgs),
     /// List containers
     List {
         #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Table)]
@@ -358,6 +360,32 @@ pub struct RestoreArgs {
     pub id: String,
 }
 
+#[derive(clap::Args, Debug)]
+pub struct MigrateArgs {
+    /// The state root the container moves to
+    #[arg(long = "to-root")]
+    pub to_root: PathBuf,
+    /// Pre-dump rounds while the container runs, before the final dump
+    #[arg(long = "pre-dump-rounds", default_value_t = 0)]
+    pub pre_dump_rounds: u32,
+    /// Keep the rounds' images here (default: a directory in the new root, removed after)
+    #[arg(long = "image-path")]
+    pub image_path: Option<PathBuf>,
+    /// Allow open TCP connections
+    #[arg(long = "tcp-established")]
+    pub tcp_established: bool,
+    /// Allow external unix sockets
+    #[arg(long = "ext-unix-sk")]
+    pub ext_unix_sk: bool,
+    /// Handle file locks
+    #[arg(long = "file-locks")]
+    pub file_locks: bool,
+    /// Allow shell jobs
+    #[arg(long = "shell-job")]
+    pub shell_job: bool,
+    pub id: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
     Table,
@@ -429,6 +457,8 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "manage-cgroups-mode",
         "empty-ns",
         "auto-dedup",
+        "to-root",
+        "pre-dump-rounds",
     ];
     // Flags that take their value as the next argument, so it is not taken for a positional.
     const VALUED: &[&str] = &[
@@ -468,6 +498,8 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         "page-server",
         "manage-cgroups-mode",
         "empty-ns",
+        "to-root",
+        "pre-dump-rounds",
     ];
     let mut out = Vec::new();
     let mut command: Option<String> = None;

@@ -217,6 +217,21 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 return Ok(code.clamp(0, 255) as u8);
             }
         }
+        Command::Migrate(a) => {
+            let to_root = StateRoot::new(&a.to_root);
+            let opts = lifecycle::MigrateOptions {
+                criu: cli.criu.clone(),
+                to_root: &to_root,
+                pre_dump_rounds: a.pre_dump_rounds,
+                images: a.image_path,
+                tcp_established: a.tcp_established,
+                ext_unix_sk: a.ext_unix_sk,
+                file_locks: a.file_locks,
+                shell_job: a.shell_job,
+            };
+            let report = lifecycle::migrate(&root, &a.id, &opts)?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
         Command::Pause { id } => lifecycle::pause(&root, &id)?,
         Command::Resume { id } => lifecycle::resume(&root, &id)?,
         Command::Ps { format, id, ps_args } => print_ps(&root, &id, format, &ps_args)?,
