@@ -58,6 +58,7 @@ demo: build
 bench: build
 	hack/bench.sh $(TALLY)
 	hack/density.sh $(TALLY) $(DENSITY_N)
+	hack/bench-migrate.sh $(TALLY)
 
 lint:
 	cargo fmt --all -- --check

@@ -27,42 +27,8 @@ rm -f "$payload/build.log"
 mkdir -p "$payload/tests"
 cp "$tally" "$payload/tally"
 
-# Programs from Debian packages the tests run in the guest (hack/vm/fetch.sh unpacks them into
-# $VM_GUEST_ROOT): apparmor_parser for the AppArmor tests, criu for checkpoint/restore. They are
-# dynamically linked and the guest has no C library: each goes into payload/NAME/ with the
-# libraries ldd finds (the host's C library, the unpacked packages' own), and a wrapper that
-# runs it through that loader.
-hack/vm/fetch.sh
-# shellcheck source=vm/common.sh
-. hack/vm/common.sh
-guest_libs=$VM_GUEST_ROOT/usr/lib/x86_64-linux-gnu:$VM_GUEST_ROOT/lib/x86_64-linux-gnu
-guest_tool() {
-  name=$1
-  case $2 in /*) bin=$2 ;; *) bin=$VM_GUEST_ROOT/$2 ;; esac
-  [ -x "$bin" ] || { echo "vm-test: no $bin (hack/vm/fetch.sh unpacks it)" >&2; exit 1; }
-  mkdir -p "$payload/$name"
-  cp "$bin" "$payload/$name/$name.bin"
-  loader=""
-  for lib in $(LD_LIBRARY_PATH=$guest_libs ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }'); do
-    cp -L "$lib" "$payload/$name/"
-    case $lib in */ld-linux*) loader=${lib##*/} ;; esac
-  done
-  if LD_LIBRARY_PATH=$guest_libs ldd "$bin" | grep -q 'not found'; then
-    echo "vm-test: $bin needs libraries no package in VM_GUEST_PKGS has:" >&2
-    LD_LIBRARY_PATH=$guest_libs ldd "$bin" | grep 'not found' >&2
-    exit 1
-  fi
-  [ -n "$loader" ] || { echo "vm-test: ldd names no loader for $bin" >&2; exit 1; }
-  printf '#!/bin/sh\nexec /payload/%s/%s --library-path /payload/%s /payload/%s/%s.bin "$@"\n' \
-    "$name" "$loader" "$name" "$name" "$name" > "$payload/$name/$name"
-  chmod +x "$payload/$name/$name"
-}
-guest_tool apparmor_parser sbin/apparmor_parser
-guest_tool criu usr/sbin/criu
-# CRIU archives tmpfs contents with GNU tar's options and saves a network namespace's addresses
-# and routes with iproute2's `ip addr save`, which busybox's tar and ip lack: the host's.
-guest_tool tar "$(command -v tar)"
-guest_tool ip "$(command -v ip)"
+# apparmor_parser, criu and the host's tar and ip for the guest (hack/vm/guest-tools.sh).
+hack/vm/guest-tools.sh "$payload"
 echo "$bins" | while read -r name path; do
   if [ -z "$only" ] || echo " $only " | grep -q " $name "; then cp "$path" "$payload/tests/$name"; fi
 done
