@@ -205,6 +205,98 @@ fn migrate_moves_a_running_counter_to_another_root_over_the_page_server_in_pre_d
     dst.assert_clean("cr-mig2", &held);
 }
 
+/// Reads the numbers a container writes to a pipe, on a thread, until the pipe closes.
+fn collect_lines(pipe: std::process::ChildStdout) -> std::sync::Arc<std::sync::Mutex<Vec<u64>>> {
+    use std::io::BufRead;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+            into.lock().unwrap().push(line.trim().parse().unwrap_or(0));
+        }
+    });
+    seen
+}
+
+#[track_caller]
+fn wait_lines(seen: &std::sync::Mutex<Vec<u64>>, at_least: usize) -> Vec<u64> {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = seen.lock().unwrap().clone();
+        if v.len() >= at_least {
+            return v;
+        }
+        assert!(Instant::now() < end, "{} lines from the container, not {at_least}: {v:?}", v.len());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_container_writing_to_its_callers_pipe_is_restored_writing_to_the_restoring_callers_pipe() {
+    let test = "a_container_writing_to_its_callers_pipe_is_restored_writing_to_the_restoring_callers_pipe";
+    let Some(criu) = criu(test) else { return };
+    use std::process::Stdio;
+    let t = Tally::new();
+    let mut b = Bundle::busybox("cr-pipe");
+    b.edit(|c| {
+        c["process"]["args"] =
+            json!(["sh", "-c", "exec </dev/null 2>/dev/null; i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done"])
+    });
+    // Its stdout is a pipe to its caller, as a shim's or conmon's is.
+    let criu_arg = criu.to_str().unwrap();
+    let mut run = t
+        .command()
+        .args(["run", "-d", "--bundle", b.dir.to_str().unwrap(), "cr-pipe"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let before = collect_lines(run.stdout.take().unwrap());
+    assert!(run.wait().unwrap().success());
+    wait_lines(&before, 5);
+    let images = std::env::temp_dir().join(unique("tally-it-pipe"));
+    let img = images.to_str().unwrap();
+    tally_with(&t, &criu, &["checkpoint", "--image-path", img, "cr-pipe"]).ok();
+    // The dump ended the writer: the old pipe drains and closes.
+    let end = Instant::now() + Duration::from_secs(10);
+    while std::sync::Arc::strong_count(&before) > 1 {
+        assert!(Instant::now() < end, "the old pipe did not close after the dump");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let old = before.lock().unwrap().clone();
+    let last = *old.last().unwrap();
+    let mut restore = t
+        .command()
+        .args([
+            "--criu",
+            criu_arg,
+            "restore",
+            "-d",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+            "--image-path",
+            img,
+            "cr-pipe2",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let after = collect_lines(restore.stdout.take().unwrap());
+    assert!(restore.wait().unwrap().success(), "restore -d with its stdout a pipe");
+    let new = wait_lines(&after, 5);
+    // The numbers go on in the new pipe (what was still in the old pipe's buffer at the dump
+    // may come again: CRIU keeps a pipe's contents), not from 1.
+    assert!(new[0] > 1 && new[0] <= last + 1, "the new pipe starts at {}, the old one ended at {last}", new[0]);
+    for w in new.windows(2) {
+        assert_eq!(w[1], w[0] + 1, "consecutive in the new pipe: {new:?}");
+    }
+    t.run(&["delete", "--force", "cr-pipe2"]).ok();
+    t.assert_clean("cr-pipe2", &b);
+    t.assert_clean("cr-pipe", &b);
+    let _ = fs::remove_dir_all(&images);
+}
+
 /// A counter whose files are on a tmpfs of its own: CRIU carries a tmpfs's contents in the
 /// images, so the container may go on writing after a `--leave-running` dump and still be
 /// restored from it (files on the rootfs must then match what the images expect; a real

@@ -185,6 +185,33 @@ pub fn restore_args(root: &Path, pidfile: &Path, externals: &[External], o: &Res
     args
 }
 
+/// What the init's stdio was at dump, read from `/proc/PID/fd/{0,1,2}` (`pipe:[4242]`,
+/// `/dev/null`, ...; empty where it was closed).
+pub fn stdio_of(pid: i32) -> Vec<String> {
+    (0..3)
+        .map(|fd| {
+            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+/// For a restore: each of the init's stdio that was a pipe to its caller (a shim's, conmon's)
+/// is the restoring tally's own fd of the same number, handed to CRIU with `--inherit-fd`, so
+/// the restored process writes to its new caller's pipe, as runc does it. A pipe CRIU would
+/// rebuild with no reader on the other end otherwise.
+pub fn inherit_stdio(recorded: &[String]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for (fd, key) in recorded.iter().enumerate().take(3) {
+        if key.starts_with("pipe:[") {
+            args.push("--inherit-fd".into());
+            args.push(format!("fd[{fd}]:{key}").into());
+        }
+    }
+    args
+}
+
 /// The mounts of a running container CRIU cannot rebuild on its own, from its init's
 /// mountinfo: a bind mount whose filesystem the container has no whole mount of (nor the rootfs
 /// mount) from a root that contains it (a config's bind from the host, a mask bound from the host's /dev/null, a
@@ -306,6 +333,13 @@ mod tests {
 
     fn s(args: &[OsString]) -> Vec<String> {
         args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    #[test]
+    fn only_stdio_pipes_are_inherited_from_the_restoring_caller() {
+        let rec: Vec<String> = ["/dev/null", "pipe:[4242]", "pipe:[77]"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(s(&inherit_stdio(&rec)), ["--inherit-fd", "fd[1]:pipe:[4242]", "--inherit-fd", "fd[2]:pipe:[77]"]);
+        assert!(inherit_stdio(&["socket:[1]".to_string(), String::new()]).is_empty());
     }
 
     #[test]

@@ -78,6 +78,7 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
             "checkpointed": timefmt::rfc3339_nanos(SystemTime::now()),
             "externals": externals.iter().map(|e| serde_json::json!({"destination": e.destination, "source": e.source})).collect::<Vec<_>>(),
             "beancounters": bc,
+            "stdio": criu::stdio_of(state.pid),
         });
         let path = o.image.join(RECORD);
         fs::write(&path, serde_json::to_vec_pretty(&record).expect("serializes"))
@@ -159,6 +160,11 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
         let cgroup = Cgroup::open(&cg_path, opts.systemd_cgroup, id)?;
         let pidfile = dir.path().join("restore.pid");
         let mut args = criu::restore_args(&bundle.rootfs, &pidfile, &externals, o);
+        let stdio: Vec<String> = record["stdio"]
+            .as_array()
+            .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
+            .unwrap_or_default();
+        args.extend(criu::inherit_stdio(&stdio));
         if !opts.detach {
             // The restored init becomes tally's child, so tally can wait for its status.
             args.push("--restore-sibling".into());
