@@ -38,9 +38,11 @@ integration-test: build
 vm-test: build
 	hack/vm-test.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
 
-# Real clients: Podman (--runtime) and a private containerd (ctr run --runc-binary).
+# Real clients: Podman (--runtime) and a private containerd (ctr run --runc-binary), on the
+# host; then their checkpoint and restore in the VM (the host's kernel cannot checkpoint).
 e2e: build
 	TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) hack/e2e/run.sh $(TALLY)
+	hack/vm-e2e.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
 
 # libFuzzer on the config path and the annotation parser (hack/fuzz.sh): 60 s each in `make
 # test`, FUZZ_SECONDS (default 900) each here.

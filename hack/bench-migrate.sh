@@ -28,8 +28,8 @@ cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
 # In the guest: REPS migrations for each number of pre-dump rounds, one result line each.
 reps=$1
-export PATH=/payload/tar:/payload/ip:$PATH
-t() { /payload/tally --criu /payload/criu/criu "$@"; }
+export PATH=/payload/gnu:/payload/bin:$PATH
+t() { /payload/tally --criu /payload/bin/criu "$@"; }
 for rounds in 0 3; do
   i=0
   while [ "$i" -lt "$reps" ]; do

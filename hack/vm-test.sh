@@ -37,8 +37,8 @@ cat > "$payload/run" <<'SCRIPT'
 #!/bin/sh
 # In the guest: every test binary against /payload/tally; a summary; failure if any failed.
 export TALLY_BIN=/payload/tally TALLY_BUSYBOX=/bin/busybox TALLY_SKIP_LOG=/tmp/skipped TALLY_IN_VM=1
-export TALLY_APPARMOR_PARSER=/payload/apparmor_parser/apparmor_parser TALLY_CRIU=/payload/criu/criu
-export PATH=/payload/tar:/payload/ip:$PATH
+export TALLY_APPARMOR_PARSER=/payload/bin/apparmor_parser TALLY_CRIU=/payload/bin/criu
+export PATH=/payload/gnu:/payload/bin:$PATH
 failed=""
 for t in /payload/tests/*; do
   name=$(basename "$t")

@@ -12,7 +12,7 @@ mkdir -p "$work/blobs/sha256"
 digest() { sha256sum "$1" | cut -d' ' -f1; }
 size() { stat -c %s "$1"; }
 # A reproducible layer: sorted names, numeric owners, fixed times.
-tar --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$rootfs" -cf "$work/layer.tar" .
+${TAR:-tar} --sort=name --numeric-owner --owner=0 --group=0 --mtime=@0 -C "$rootfs" -cf "$work/layer.tar" .
 layer=$(digest "$work/layer.tar")
 mv "$work/layer.tar" "$work/blobs/sha256/$layer"
 printf '{"architecture":"amd64","os":"linux","config":{"Cmd":["sh"],"Env":["PATH=/bin"]},"rootfs":{"type":"layers","diff_ids":["sha256:%s"]}}' \
@@ -28,4 +28,4 @@ mv "$work/manifest.json" "$work/blobs/sha256/$manifest"
 printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"sha256:%s","size":%s,"annotations":{"io.containerd.image.name":"%s","org.opencontainers.image.ref.name":"latest"}}]}' \
   "$manifest" "$manifest_size" "$name" > "$work/index.json"
 printf '{"imageLayoutVersion":"1.0.0"}' > "$work/oci-layout"
-tar -C "$work" -cf "$out" oci-layout index.json blobs
+${TAR:-tar} -C "$work" -cf "$out" oci-layout index.json blobs

@@ -85,9 +85,10 @@ done >"$stage/etc/tally-vm/boot-modules"
 
 # The payload. -L follows symlinks, so PAYLOAD_DIR may simply link to binaries in target/.
 cp -RL --preserve=mode,timestamps "$payload/." "$stage/payload/"
-# The guest has no C library: a dynamically linked executable would fail there with a
-# confusing "not found". Catch it here, for the top-level files at least.
-for f in "$stage"/payload/*; do
+# The guest has a C library only when the payload brings one (payload/lib, hack/vm/guest-tools.sh):
+# without it a dynamically linked executable would fail there with a confusing "not found".
+# Catch it here, for the top-level files at least.
+[ -e "$stage/payload/lib/ld-linux-x86-64.so.2" ] || for f in "$stage"/payload/*; do
     if [ -f "$f" ] && [ -x "$f" ] && LC_ALL=C ldd "$f" 2>/dev/null | grep -q '=>'; then
         vm_log "warning: payload/${f##*/} is dynamically linked and will not run in the guest" \
                "(build it with RUSTFLAGS='-C target-feature=+crt-static' --target x86_64-unknown-linux-gnu)"

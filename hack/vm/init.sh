@@ -56,6 +56,14 @@ ln -sf /proc/self/fd/0 /dev/stdin
 ln -sf /proc/self/fd/1 /dev/stdout
 ln -sf /proc/self/fd/2 /dev/stderr
 
+# The payload's C library and the libraries of its Debian programs (hack/vm/guest-tools.sh), at
+# the paths Debian's loader and binaries look in, so dynamically linked programs run natively.
+if [ -e /payload/lib/ld-linux-x86-64.so.2 ]; then
+    mkdir -p /lib /lib64
+    ln -s /payload/lib /lib/x86_64-linux-gnu
+    ln -s /payload/lib/ld-linux-x86-64.so.2 /lib64/ld-linux-x86-64.so.2
+fi
+
 cmdline=$(cat /proc/cmdline)
 # param NAME: value of tally.NAME from the kernel command line ("" if absent), with or without
 # double quotes around the value.

@@ -26,8 +26,8 @@ fn criu(test: &str) -> Option<PathBuf> {
     }
 }
 
-/// A container that counts: its stdio on its own /dev/null (the caller's files are outside
-/// the container, where CRIU cannot follow them), a line per tick on fd 3 of /count.log
+/// A container that counts: its stdio on its own /dev/null (the caller's files as stdio have a
+/// test of their own), a line per tick on fd 3 of /count.log
 /// (opened once: its offset must survive), the last value in /counter. On its loopback, a
 /// listening server on port 7000 answers `tcp-ok`, and an established connection to port 7001
 /// carries a `ping` every 0.2 s into /got.
@@ -294,6 +294,115 @@ fn a_container_writing_to_its_callers_pipe_is_restored_writing_to_the_restoring_
     t.run(&["delete", "--force", "cr-pipe2"]).ok();
     t.assert_clean("cr-pipe2", &b);
     t.assert_clean("cr-pipe", &b);
+    let _ = fs::remove_dir_all(&images);
+}
+
+/// Podman's conmon and containerd's shim give a detached container their own files as stdio:
+/// the host's /dev/null, a log file. Those are on mounts the container does not have, where
+/// CRIU cannot reopen them ("Can't lookup mount"): the dump declares them external, and the
+/// restore puts the restoring caller's files of the same numbers in their place.
+#[test]
+fn a_container_whose_stdio_is_its_callers_files_is_restored_onto_the_restoring_callers_files() {
+    let test = "a_container_whose_stdio_is_its_callers_files_is_restored_onto_the_restoring_callers_files";
+    let Some(criu) = criu(test) else { return };
+    use std::os::unix::fs::MetadataExt;
+    let t = Tally::new();
+    // stdin the host's /dev/null, stdout and stderr a log in the host's /tmp opened for
+    // appending, as a supervisor keeps one. (A file not opened for appending must have the same
+    // size at restore: CRIU checks it even for a file handed in with --inherit-fd.)
+    let log = |name: &str| fs::OpenOptions::new().create(true).append(true).open(name).unwrap();
+    let mut b = Bundle::busybox("cr-files");
+    b.edit(|c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/work", "type": "tmpfs", "source": "tmpfs"}));
+        c["process"]["args"] =
+            json!(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /work/counter; echo tick $i; sleep 0.1; done"]);
+    });
+    let first = std::env::temp_dir().join(unique("tally-it-files-log"));
+    let status = t
+        .command()
+        .args(["run", "-d", "--bundle", b.dir.to_str().unwrap(), "cr-files"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log(first.to_str().unwrap()))
+        .stderr(log(first.to_str().unwrap()))
+        .status()
+        .unwrap();
+    assert!(status.success(), "run -d");
+    let before = wait_exec_count(&t, "cr-files", 5);
+    let images = std::env::temp_dir().join(unique("tally-it-files"));
+    let img = images.to_str().unwrap();
+    tally_with(&t, &criu, &["checkpoint", "--image-path", img, "cr-files"]).ok();
+    let record: Value =
+        serde_json::from_str(&fs::read_to_string(images.join("tally-checkpoint.json")).unwrap()).unwrap();
+    let stdio: Vec<&str> = record["stdio"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    assert!(stdio.iter().all(|s| s.starts_with("file[")), "each stdio is recorded as an outside file: {stdio:?}");
+    let out = std::env::temp_dir().join(unique("tally-it-restored-out"));
+    let err = out.with_extension("err");
+    let status = t
+        .command()
+        .args(["--criu", criu.to_str().unwrap(), "restore", "-d", "--bundle", b.dir.to_str().unwrap()])
+        .args(["--image-path", img, "cr-files2"])
+        .stdin(std::process::Stdio::null())
+        .stdout(log(out.to_str().unwrap()))
+        .stderr(log(err.to_str().unwrap()))
+        .status()
+        .unwrap();
+    let said = fs::read_to_string(&err).unwrap_or_default();
+    if let Some(log) = said.split("its log is ").nth(1).and_then(|s| s.split(';').next()) {
+        eprintln!("--- {log}:\n{}", fs::read_to_string(log.trim()).unwrap_or_default());
+    }
+    assert!(status.success(), "restore with the caller's /dev/null and files as stdio: {said}");
+    let at = exec_count(&t, "cr-files2");
+    assert!(at >= before, "the counter continues from {before}, not from 0: {at}");
+    wait_exec_count(&t, "cr-files2", at + 1);
+    let pid = t.state("cr-files2")["pid"].as_i64().unwrap();
+    let (null, stdin) = (fs::metadata("/dev/null").unwrap(), fs::metadata(format!("/proc/{pid}/fd/0")).unwrap());
+    assert_eq!((stdin.dev(), stdin.ino()), (null.dev(), null.ino()), "stdin is the restoring caller's /dev/null");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&out)
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.trim_start_matches("tick ").parse::<u64>().is_ok_and(|n| n > before))
+    {
+        assert!(Instant::now() < end, "the restored counter writes no ticks to the restoring caller's stdout");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    t.run(&["delete", "--force", "cr-files2"]).ok();
+    t.assert_clean("cr-files2", &b);
+    t.assert_clean("cr-files", &b);
+    let _ = fs::remove_dir_all(&images);
+    for f in [&first, &out, &err] {
+        let _ = fs::remove_file(f);
+    }
+}
+
+/// containerd pauses a task before it checkpoints it. CRIU then has to stop the tasks through
+/// the container's freezer (with ptrace alone it waits forever for a frozen task to run its
+/// parasite); a `--leave-running` dump leaves the container paused, and it goes on when resumed.
+#[test]
+fn a_paused_container_is_checkpointed_through_its_freezer_and_left_paused() {
+    let test = "a_paused_container_is_checkpointed_through_its_freezer_and_left_paused";
+    let Some(criu) = criu(test) else { return };
+    let t = Tally::new();
+    let b = tmpfs_counter(&t, "cr-paused");
+    wait_exec_count(&t, "cr-paused", 5);
+    t.run(&["pause", "cr-paused"]).ok();
+    let images = std::env::temp_dir().join(unique("tally-it-paused"));
+    let img = images.to_str().unwrap();
+    tally_with(&t, &criu, &["checkpoint", "--leave-running", "--image-path", img, "cr-paused"]).ok();
+    assert_eq!(t.status("cr-paused"), "paused", "the dump leaves the container as it found it");
+    // (CRIU runs in the cgroup v2 VM only: the default cgroup /<id> in the unified tree.)
+    let freeze = fs::read_to_string("/sys/fs/cgroup/cr-paused/cgroup.freeze").unwrap_or_default();
+    assert_eq!(freeze.trim(), "1", "the kernel still holds the container frozen after the dump");
+    t.run(&["resume", "cr-paused"]).ok();
+    let at = exec_count(&t, "cr-paused");
+    wait_exec_count(&t, "cr-paused", at + 1);
+    t.run(&["delete", "--force", "cr-paused"]).ok();
+    tally_with(&t, &criu, &["restore", "-d", "--bundle", b.dir.to_str().unwrap(), "--image-path", img, "cr-paused2"])
+        .ok();
+    assert!(exec_count(&t, "cr-paused2") >= 5, "the restored counter continues from the dump");
+    t.run(&["delete", "--force", "cr-paused2"]).ok();
+    t.assert_clean("cr-paused2", &b);
+    t.assert_clean("cr-paused", &b);
     let _ = fs::remove_dir_all(&images);
 }
 

@@ -283,6 +283,22 @@ impl Cgroup {
         Ok(())
     }
 
+    /// The directory whose freezer holds the container (v2: the cgroup itself; v1: its
+    /// directory in the freezer hierarchy), when it has one: what CRIU's `--freeze-cgroup`
+    /// takes.
+    pub fn freezer_dir(&self) -> Option<PathBuf> {
+        self.manager.as_ref().ok()?;
+        let rel = hierarchy_path(&self.path, self.systemd);
+        let rel = rel.strip_prefix("/").unwrap_or(&rel);
+        let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            Path::new("/sys/fs/cgroup").to_path_buf()
+        } else {
+            Path::new("/sys/fs/cgroup/freezer").to_path_buf()
+        };
+        let dir = base.join(rel);
+        dir.is_dir().then_some(dir)
+    }
+
     /// Freezes (pause) or thaws (resume) every process in the cgroup.
     pub fn freeze(&self, frozen: bool) -> Result<(), CgroupError> {
         let state = if frozen { FreezerState::Frozen } else { FreezerState::Thawed };

@@ -6,7 +6,12 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "tally", about = "tally: an OCI container runtime with beancounters", disable_version_flag = true)]
+#[command(
+    name = "tally",
+    about = "tally: an OCI container runtime with beancounters",
+    disable_version_flag = true,
+    args_override_self = true
+)]
 pub struct Cli {
     /// Root directory for container state [default: /run/tally, or $XDG_RUNTIME_DIR/tally when rootless]
     #[arg(long, global = false)]
@@ -357,6 +362,10 @@ pub struct RestoreArgs {
     /// Accepted for runc compatibility (CRIU restores the mount namespace itself)
     #[arg(long = "no-pivot")]
     pub no_pivot: bool,
+    /// Accepted for runc compatibility (containerd's shim passes it): restore does not make
+    /// tally a subreaper
+    #[arg(long = "no-subreaper")]
+    pub no_subreaper: bool,
     pub id: String,
 }
 
@@ -560,6 +569,29 @@ mod tests {
         let cli = Cli::try_parse_from(&args).unwrap();
         let Some(Command::Exec(e)) = cli.command else { panic!("not exec") };
         assert_eq!(e.command, ["ls", "-cwd", "-tty"]);
+    }
+
+    #[test]
+    fn a_flag_given_twice_is_taken_once_and_the_last_value_wins_as_runc_takes_it() {
+        // Podman 4.3 passes `--leave-running` twice to `checkpoint --leave-running`.
+        let cli = Cli::try_parse_from([
+            "tally",
+            "checkpoint",
+            "--leave-running",
+            "--leave-running",
+            "--image-path",
+            "/a",
+            "--image-path",
+            "/b",
+            "c",
+        ])
+        .unwrap();
+        let Some(Command::Checkpoint(c)) = cli.command else { panic!("not checkpoint") };
+        assert!(c.leave_running);
+        assert_eq!(c.criu.image_path, PathBuf::from("/b"));
+        let cli = Cli::try_parse_from(["tally", "exec", "--env", "A=1", "--env", "B=2", "c", "true"]).unwrap();
+        let Some(Command::Exec(e)) = cli.command else { panic!("not exec") };
+        assert_eq!(e.env, ["A=1", "B=2"], "a repeatable flag still collects every value");
     }
 
     #[test]

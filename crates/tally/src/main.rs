@@ -168,42 +168,18 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
             return Ok(code.clamp(0, 255) as u8);
         }
         Command::Checkpoint(a) => {
-            let c = a.criu;
-            let image = c.image_path.clone();
             let dump = tally_runtime::criu::DumpOptions {
-                work: c.work_path.unwrap_or_else(|| image.clone()),
-                image,
+                common: criu_options(a.criu)?,
                 parent: a.parent_path,
                 leave_running: a.leave_running,
-                tcp_established: c.tcp_established,
-                ext_unix_sk: c.ext_unix_sk,
-                shell_job: c.shell_job,
-                file_locks: c.file_locks,
                 pre_dump: a.pre_dump,
-                manage_cgroups_mode: check_cgroup_mode(c.manage_cgroups_mode)?,
-                empty_ns: c.empty_ns,
-                auto_dedup: c.auto_dedup,
-                lazy_pages: c.lazy_pages,
                 page_server: a.page_server,
                 status_fd: a.status_fd,
             };
             lifecycle::checkpoint(&root, &a.id, &lifecycle::CheckpointOptions { criu: cli.criu.clone(), dump })?;
         }
         Command::Restore(a) => {
-            let c = a.criu;
-            let image = c.image_path.clone();
-            let restore = tally_runtime::criu::RestoreOptions {
-                work: c.work_path.unwrap_or_else(|| image.clone()),
-                image,
-                tcp_established: c.tcp_established,
-                ext_unix_sk: c.ext_unix_sk,
-                shell_job: c.shell_job,
-                file_locks: c.file_locks,
-                manage_cgroups_mode: check_cgroup_mode(c.manage_cgroups_mode)?,
-                empty_ns: c.empty_ns,
-                auto_dedup: c.auto_dedup,
-                lazy_pages: c.lazy_pages,
-            };
+            let restore = criu_options(a.criu)?;
             let opts = lifecycle::RestoreOptions {
                 criu: cli.criu.clone(),
                 bundle: &a.bundle,
@@ -228,6 +204,7 @@ fn dispatch(cli: Cli, preserved: Preserved) -> Result<u8> {
                 ext_unix_sk: a.ext_unix_sk,
                 file_locks: a.file_locks,
                 shell_job: a.shell_job,
+                systemd_cgroup: cli.systemd_cgroup,
             };
             let report = lifecycle::migrate(&root, &a.id, &opts)?;
             println!("{}", serde_json::to_string_pretty(&report)?);
@@ -446,6 +423,22 @@ fn print_list(root: &StateRoot, format: ListFormat, quiet: bool) -> Result<()> {
 }
 
 /// `--manage-cgroups-mode`: one of CRIU's modes, checked before CRIU runs.
+/// What `checkpoint` and `restore` both pass on to CRIU; the work path defaults to the images'.
+fn criu_options(c: cli::CriuArgs) -> Result<tally_runtime::criu::Options> {
+    Ok(tally_runtime::criu::Options {
+        work: c.work_path.unwrap_or_else(|| c.image_path.clone()),
+        image: c.image_path,
+        tcp_established: c.tcp_established,
+        ext_unix_sk: c.ext_unix_sk,
+        shell_job: c.shell_job,
+        file_locks: c.file_locks,
+        manage_cgroups_mode: check_cgroup_mode(c.manage_cgroups_mode)?,
+        empty_ns: c.empty_ns,
+        auto_dedup: c.auto_dedup,
+        lazy_pages: c.lazy_pages,
+    })
+}
+
 fn check_cgroup_mode(mode: Option<String>) -> Result<Option<String>> {
     match mode {
         Some(m) if !tally_runtime::criu::CGROUP_MODES.contains(&m.as_str()) => {

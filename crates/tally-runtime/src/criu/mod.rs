@@ -25,40 +25,34 @@ pub enum CriuError {
     Path { what: &'static str, path: PathBuf, source: io::Error },
 }
 
-/// The flags `checkpoint` passes on (runc's names).
+/// What dump and restore both take (runc's flags of the same names), and all `restore` takes.
 #[derive(Debug, Default, Clone)]
-pub struct DumpOptions {
+pub struct Options {
     pub image: PathBuf,
     pub work: PathBuf,
-    /// `--parent-path`: the previous (pre-)dump's images, relative to `image` or absolute.
-    pub parent: Option<PathBuf>,
-    pub leave_running: bool,
     pub tcp_established: bool,
     pub ext_unix_sk: bool,
     pub shell_job: bool,
     pub file_locks: bool,
-    pub pre_dump: bool,
     pub manage_cgroups_mode: Option<String>,
     pub empty_ns: Vec<String>,
     pub auto_dedup: bool,
     pub lazy_pages: bool,
-    pub page_server: Option<String>,
-    pub status_fd: Option<i32>,
 }
 
 /// The flags `restore` passes on.
+pub type RestoreOptions = Options;
+
+/// The flags `checkpoint` passes on: the shared ones and the dump's own.
 #[derive(Debug, Default, Clone)]
-pub struct RestoreOptions {
-    pub image: PathBuf,
-    pub work: PathBuf,
-    pub tcp_established: bool,
-    pub ext_unix_sk: bool,
-    pub shell_job: bool,
-    pub file_locks: bool,
-    pub manage_cgroups_mode: Option<String>,
-    pub empty_ns: Vec<String>,
-    pub auto_dedup: bool,
-    pub lazy_pages: bool,
+pub struct DumpOptions {
+    pub common: Options,
+    /// `--parent-path`: the previous (pre-)dump's images, relative to `image` or absolute.
+    pub parent: Option<PathBuf>,
+    pub leave_running: bool,
+    pub pre_dump: bool,
+    pub page_server: Option<String>,
+    pub status_fd: Option<i32>,
 }
 
 /// A mount CRIU must not rebuild itself: where it is in the container, and what backs it on
@@ -89,31 +83,28 @@ pub fn network_lock() -> Option<&'static str> {
     }
 }
 
-fn common(
-    args: &mut Vec<OsString>,
-    image: &Path,
-    work: &Path,
-    log: &str,
-    flags: [(bool, &str); 5],
-    mode: Option<&str>,
-    empty_ns: &[String],
-) {
-    let mut push = |a: &str| args.push(a.into());
-    push("--images-dir");
-    args.push(image.into());
-    args.push("--work-dir".into());
-    args.push(work.into());
+/// The arguments both take, `lazy_pages` included (CRIU's flag is the same on both sides).
+fn common(args: &mut Vec<OsString>, o: &Options, log: &str) {
+    args.extend(["--images-dir".into(), o.image.clone().into(), "--work-dir".into(), o.work.clone().into()]);
     args.extend(["--log-file".into(), log.into(), "-v4".into()]);
+    let flags = [
+        (o.tcp_established, "--tcp-established"),
+        (o.ext_unix_sk, "--ext-unix-sk"),
+        (o.shell_job, "--shell-job"),
+        (o.file_locks, "--file-locks"),
+        (o.auto_dedup, "--auto-dedup"),
+        (o.lazy_pages, "--lazy-pages"),
+    ];
     for (on, flag) in flags {
         if on {
             args.push(flag.into());
         }
     }
-    args.push(format!("--manage-cgroups={}", mode.unwrap_or("ignore")).into());
+    args.push(format!("--manage-cgroups={}", o.manage_cgroups_mode.as_deref().unwrap_or("ignore")).into());
     if let Some(lock) = network_lock() {
         args.push(format!("--network-lock={lock}").into());
     }
-    for ns in empty_ns {
+    for ns in &o.empty_ns {
         args.extend(["--empty-ns".into(), ns.into()]);
     }
 }
@@ -122,15 +113,7 @@ fn common(
 pub fn dump_args(pid: i32, externals: &[External], o: &DumpOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec![if o.pre_dump { "pre-dump" } else { "dump" }.into()];
     args.extend(["--tree".into(), pid.to_string().into()]);
-    let log = if o.pre_dump { "pre-dump.log" } else { "dump.log" };
-    let flags = [
-        (o.tcp_established, "--tcp-established"),
-        (o.ext_unix_sk, "--ext-unix-sk"),
-        (o.shell_job, "--shell-job"),
-        (o.file_locks, "--file-locks"),
-        (o.auto_dedup, "--auto-dedup"),
-    ];
-    common(&mut args, &o.image, &o.work, log, flags, o.manage_cgroups_mode.as_deref(), &o.empty_ns);
+    common(&mut args, &o.common, if o.pre_dump { "pre-dump.log" } else { "dump.log" });
     if o.leave_running && !o.pre_dump {
         args.push("--leave-running".into());
     }
@@ -141,9 +124,6 @@ pub fn dump_args(pid: i32, externals: &[External], o: &DumpOptions) -> Vec<OsStr
         args.push("--prev-images-dir".into());
         args.push(parent.into());
         args.push("--track-mem".into());
-    }
-    if o.lazy_pages {
-        args.push("--lazy-pages".into());
     }
     if let Some(addr) = &o.page_server {
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "27"));
@@ -164,17 +144,7 @@ pub fn dump_args(pid: i32, externals: &[External], o: &DumpOptions) -> Vec<OsStr
 pub fn restore_args(root: &Path, pidfile: &Path, externals: &[External], o: &RestoreOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = vec!["restore".into(), "--root".into(), root.into()];
     args.extend(["--restore-detached".into(), "--pidfile".into(), pidfile.into()]);
-    let flags = [
-        (o.tcp_established, "--tcp-established"),
-        (o.ext_unix_sk, "--ext-unix-sk"),
-        (o.shell_job, "--shell-job"),
-        (o.file_locks, "--file-locks"),
-        (o.auto_dedup, "--auto-dedup"),
-    ];
-    common(&mut args, &o.image, &o.work, "restore.log", flags, o.manage_cgroups_mode.as_deref(), &o.empty_ns);
-    if o.lazy_pages {
-        args.push("--lazy-pages".into());
-    }
+    common(&mut args, o, "restore.log");
     for e in externals {
         let key = e.destination.to_string_lossy();
         args.push("--ext-mount-map".into());
@@ -185,26 +155,56 @@ pub fn restore_args(root: &Path, pidfile: &Path, externals: &[External], o: &Res
     args
 }
 
-/// What the init's stdio was at dump, read from `/proc/PID/fd/{0,1,2}` (`pipe:[4242]`,
-/// `/dev/null`, ...; empty where it was closed).
-pub fn stdio_of(pid: i32) -> Vec<String> {
+/// What the init's stdio was at dump, as CRIU names it: `pipe:[4242]` for a pipe, and for a
+/// file opened outside the container (conmon's and a shim's `/dev/null`, a log file) on a mount
+/// the container's `mountinfo` does not have, `file[MNT_ID:INODE]` (both hex): CRIU cannot
+/// reopen such a file by path inside the container (its dump fails with "Can't lookup mount"), so
+/// the dump declares it `--external` and the restore hands in its caller's own fd instead.
+/// Anything else is its path as `/proc/PID/fd/N` shows it; empty where the fd was closed.
+pub fn stdio_of(pid: i32, mountinfo: &str) -> Vec<String> {
+    use std::os::unix::fs::MetadataExt;
+    let mounted: std::collections::HashSet<&str> =
+        mountinfo.lines().filter_map(|l| l.split_whitespace().next()).collect();
     (0..3)
         .map(|fd| {
-            std::fs::read_link(format!("/proc/{pid}/fd/{fd}"))
-                .map(|p| p.to_string_lossy().into_owned())
-                .unwrap_or_default()
+            let link = format!("/proc/{pid}/fd/{fd}");
+            let Ok(name) = std::fs::read_link(&link) else { return String::new() };
+            let name = name.to_string_lossy().into_owned();
+            if !name.starts_with('/') {
+                return name;
+            }
+            let mnt_id = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).ok().and_then(|info| {
+                info.lines().find_map(|l| l.strip_prefix("mnt_id:").and_then(|v| v.trim().parse::<u64>().ok()))
+            });
+            match (mnt_id, std::fs::metadata(&link)) {
+                (Some(m), Ok(meta)) if !mounted.contains(m.to_string().as_str()) => {
+                    format!("file[{m:x}:{:x}]", meta.ino())
+                }
+                _ => name,
+            }
         })
         .collect()
 }
 
+/// `--external` for each recorded stdio that is a file from outside the container.
+pub fn external_stdio(recorded: &[String]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    for key in recorded.iter().filter(|k| k.starts_with("file[")) {
+        args.push("--external".into());
+        args.push(key.into());
+    }
+    args
+}
+
 /// For a restore: each of the init's stdio that was a pipe to its caller (a shim's, conmon's)
-/// is the restoring tally's own fd of the same number, handed to CRIU with `--inherit-fd`, so
-/// the restored process writes to its new caller's pipe, as runc does it. A pipe CRIU would
-/// rebuild with no reader on the other end otherwise.
+/// or a file from outside the container is the restoring tally's own fd of the same number,
+/// handed to CRIU with `--inherit-fd`, so the restored process writes to its new caller's pipe
+/// or file, as runc does it for pipes. A pipe CRIU would rebuild with no reader on the other end
+/// otherwise, and an outside file it could not reopen at all.
 pub fn inherit_stdio(recorded: &[String]) -> Vec<OsString> {
     let mut args = Vec::new();
     for (fd, key) in recorded.iter().enumerate().take(3) {
-        if key.starts_with("pipe:[") {
+        if key.starts_with("pipe:[") || key.starts_with("file[") {
             args.push("--inherit-fd".into());
             args.push(format!("fd[{fd}]:{key}").into());
         }
@@ -339,15 +339,17 @@ mod tests {
     fn only_stdio_pipes_are_inherited_from_the_restoring_caller() {
         let rec: Vec<String> = ["/dev/null", "pipe:[4242]", "pipe:[77]"].iter().map(|s| s.to_string()).collect();
         assert_eq!(s(&inherit_stdio(&rec)), ["--inherit-fd", "fd[1]:pipe:[4242]", "--inherit-fd", "fd[2]:pipe:[77]"]);
+        assert!(external_stdio(&rec).is_empty());
+        let outside: Vec<String> = ["file[1a:5]", "pipe:[9]", ""].iter().map(|s| s.to_string()).collect();
+        assert_eq!(s(&inherit_stdio(&outside)), ["--inherit-fd", "fd[0]:file[1a:5]", "--inherit-fd", "fd[1]:pipe:[9]"]);
+        assert_eq!(s(&external_stdio(&outside)), ["--external", "file[1a:5]"]);
         assert!(inherit_stdio(&["socket:[1]".to_string(), String::new()]).is_empty());
     }
 
     #[test]
     fn a_dump_names_the_tree_the_images_and_each_external_mount_by_its_destination() {
         let o = DumpOptions {
-            image: "/img".into(),
-            work: "/work".into(),
-            tcp_established: true,
+            common: Options { image: "/img".into(), work: "/work".into(), tcp_established: true, ..Default::default() },
             leave_running: true,
             ..Default::default()
         };
@@ -362,12 +364,12 @@ mod tests {
 
     #[test]
     fn a_pre_dump_tracks_memory_and_a_dump_after_it_names_its_parent() {
-        let pre = DumpOptions { image: "/p1".into(), work: "/p1".into(), pre_dump: true, ..Default::default() };
+        let images = |d: &str| Options { image: d.into(), work: d.into(), ..Default::default() };
+        let pre = DumpOptions { common: images("/p1"), pre_dump: true, ..Default::default() };
         let a = s(&dump_args(1, &[], &pre));
         assert_eq!(a[0], "pre-dump");
         assert!(a.contains(&"--track-mem".to_string()) && a.contains(&"pre-dump.log".to_string()));
-        let fin =
-            DumpOptions { image: "/d".into(), work: "/d".into(), parent: Some("../p1".into()), ..Default::default() };
+        let fin = DumpOptions { common: images("/d"), parent: Some("../p1".into()), ..Default::default() };
         let a = s(&dump_args(1, &[], &fin));
         let i = a.iter().position(|x| x == "--prev-images-dir").unwrap();
         assert_eq!(a[i + 1], "../p1");

@@ -16,7 +16,7 @@ use crate::cgroups::{self, Cgroup};
 use crate::criu::{self, CriuError, External};
 use crate::state::{ContainerDir, ContainerState, Lock, StateRoot, Status};
 use crate::sys::{self, Forked};
-use crate::{id, proc_info, timefmt};
+use crate::{id, proc_info, rootfs, timefmt};
 
 /// What tally adds to CRIU's images.
 const RECORD: &str = "tally-checkpoint.json";
@@ -57,11 +57,11 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
         });
     }
     let o = &opts.dump;
-    for (what, p) in [("--image-path", &o.image), ("--work-path", &o.work)] {
+    for (what, p) in [("--image-path", &o.common.image), ("--work-path", &o.common.work)] {
         fs::create_dir_all(p).map_err(path_err(what, p))?;
     }
     if let Some(parent) = &o.parent {
-        let full = if parent.is_absolute() { parent.clone() } else { o.image.join(parent) };
+        let full = if parent.is_absolute() { parent.clone() } else { o.common.image.join(parent) };
         if !full.is_dir() {
             return Err(invalid(format!("--parent-path {}: no such directory of a previous dump", full.display())));
         }
@@ -72,21 +72,30 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
     let externals = criu::externals(&mountinfo, &spec, &state.bundle).map_err(invalid)?;
     let final_dump = !o.pre_dump;
     let bc = super::beancounters::read(&dir, &state, false);
+    let stdio = criu::stdio_of(state.pid, &mountinfo);
     if final_dump {
         let record = serde_json::json!({
             "id": id,
             "checkpointed": timefmt::rfc3339_nanos(SystemTime::now()),
             "externals": externals.iter().map(|e| serde_json::json!({"destination": e.destination, "source": e.source})).collect::<Vec<_>>(),
             "beancounters": bc,
-            "stdio": criu::stdio_of(state.pid),
+            "stdio": stdio,
         });
-        let path = o.image.join(RECORD);
+        let path = o.common.image.join(RECORD);
         fs::write(&path, serde_json::to_vec_pretty(&record).expect("serializes"))
             .map_err(path_err("the checkpoint record", &path))?;
     }
-    let args = criu::dump_args(state.pid, &externals, o);
+    let mut args = criu::dump_args(state.pid, &externals, o);
+    args.extend(criu::external_stdio(&stdio));
+    // CRIU stops the tasks through the container's freezer, as runc has it do: atomically, and
+    // also when the container is paused (containerd pauses a task before it checkpoints it),
+    // where stopping them with ptrace alone leaves CRIU waiting forever on a frozen task to run
+    // its parasite. A paused container is left paused again.
+    if let Some(freezer) = Cgroup::of(&state).ok().and_then(|c| c.freezer_dir()) {
+        args.extend(["--freeze-cgroup".into(), freezer.into()]);
+    }
     let op = if o.pre_dump { "pre-dump" } else { "dump" };
-    let log = o.work.join(format!("{op}.log"));
+    let log = o.common.work.join(format!("{op}.log"));
     criu::run(&opts.criu, op, &args, log, None)?;
     if final_dump {
         if let Err(e) = tally_beancounters::ledger::append_event(root.path(), &bc, "checkpointed") {
@@ -154,6 +163,10 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
     let rel = cgroups::hierarchy_path(&cg_path, opts.systemd_cgroup);
     let cgroup_dir = Path::new("/sys/fs/cgroup").join(rel.strip_prefix("/").unwrap_or(&rel));
     let externals = restore_externals(&record, &bundle.spec, &bundle.dir, &cgroup_dir);
+    let rootfs = rootfs::Root::open(&bundle.rootfs).map_err(path_err("the bundle's rootfs", &bundle.rootfs))?;
+    rootfs::ensure_mount_points(&rootfs, &bundle.dir, bundle.spec.mounts().as_deref().unwrap_or_default())
+        .map_err(|e| invalid(e.to_string()))?;
+    drop(rootfs);
     let dir = ContainerDir::create(root, id)?;
     let result = (|| -> Result<ContainerState, LifecycleError> {
         fs::write(dir.config_path(), &bundle.raw).map_err(path_err("the config copy", &dir.config_path()))?;

@@ -31,6 +31,8 @@ pub struct MigrateOptions<'a> {
     pub ext_unix_sk: bool,
     pub file_locks: bool,
     pub shell_job: bool,
+    /// The global `--systemd-cgroup`: how the cgroup path of the restored container is read.
+    pub systemd_cgroup: bool,
 }
 
 /// One round as measured.
@@ -144,7 +146,11 @@ fn copy_images(from: &Path, to: &Path) -> Result<(), LifecycleError> {
         let target = to.join(entry.file_name());
         let kind = entry.file_type().map_err(|e| io(&entry.path(), e))?;
         if kind.is_file() && !target.exists() {
-            fs::copy(entry.path(), &target).map_err(|e| io(&entry.path(), e))?;
+            // Under another name first: a copy cut short must not pass for an image when the
+            // restore-back copies again.
+            let part = to.join(format!(".{}.part", entry.file_name().to_string_lossy()));
+            fs::copy(entry.path(), &part).map_err(|e| io(&entry.path(), e))?;
+            fs::rename(&part, &target).map_err(|e| io(&target, e))?;
         }
     }
     Ok(())
@@ -191,6 +197,38 @@ fn run_rounds(
     opts: &MigrateOptions,
 ) -> Result<MigrateReport, LifecycleError> {
     let names: Vec<String> = (0..opts.pre_dump_rounds).map(|i| format!("r{i}")).chain(["final".to_string()]).collect();
+    // The flags every round's dump and the restore share; each sets its own images.
+    let flags = criu::Options {
+        tcp_established: opts.tcp_established,
+        ext_unix_sk: opts.ext_unix_sk,
+        file_locks: opts.file_locks,
+        shell_job: opts.shell_job,
+        ..Default::default()
+    };
+    let (final_src, final_dst) = (base.join("src/final"), base.join("dst/final"));
+    let restore_into = |to: &StateRoot| {
+        let ro = RestoreOptions {
+            criu: opts.criu.clone(),
+            bundle,
+            restore: criu::Options { image: final_dst.clone(), work: final_dst.clone(), ..flags.clone() },
+            detach: true,
+            pid_file: None,
+            systemd_cgroup: opts.systemd_cgroup,
+        };
+        checkpoint::restore(to, id, &ro)
+    };
+    // After the final dump the container is gone from its root: whatever fails from there on
+    // (the page server's end, the copy, the restore under the other root) brings it back where
+    // it was, from the same images, and says so.
+    let back = |what: String| -> LifecycleError {
+        match copy_images(&final_src, &final_dst).and_then(|()| restore_into(root)) {
+            Ok(_) => err(format!("migrate {id}: {what}; it runs again where it was")),
+            Err(back) => err(format!(
+                "migrate {id}: {what}; and back where it was: {back}; the images are in {}",
+                base.display()
+            )),
+        }
+    };
     let mut rounds = Vec::new();
     let mut frozen = Instant::now();
     for (i, name) in names.iter().enumerate() {
@@ -201,14 +239,9 @@ fn run_rounds(
         let port = free_port()?;
         let server = PageServer::start(&opts.criu, &dst, parent.as_deref(), port)?;
         let dump = criu::DumpOptions {
-            image: src.clone(),
-            work: src.clone(),
+            common: criu::Options { image: src.clone(), work: src.clone(), ..flags.clone() },
             parent: parent.as_ref().map(PathBuf::from),
             pre_dump: !final_dump,
-            tcp_established: opts.tcp_established,
-            ext_unix_sk: opts.ext_unix_sk,
-            file_locks: opts.file_locks,
-            shell_job: opts.shell_job,
             page_server: Some(format!("127.0.0.1:{port}")),
             ..Default::default()
         };
@@ -220,54 +253,25 @@ fn run_rounds(
             server.kill();
             return Err(e);
         }
-        server.finish(Duration::from_secs(60))?;
+        match server.finish(Duration::from_secs(60)) {
+            Err(e) if final_dump => return Err(back(format!("the page server: {e}"))),
+            other => other?,
+        }
         rounds.push(Round {
             kind: if final_dump { "dump" } else { "pre-dump" },
             ms: ms(started.elapsed()),
             page_bytes: page_bytes(&dst),
         });
     }
-    let (src, dst) = (base.join("src/final"), base.join("dst/final"));
     let copied = Instant::now();
-    copy_images(&src, &dst)?;
+    if let Err(e) = copy_images(&final_src, &final_dst) {
+        return Err(back(e.to_string()));
+    }
     let copy_ms = ms(copied.elapsed());
     let restoring = Instant::now();
-    let restore_into = |to: &StateRoot| {
-        let restore = criu::RestoreOptions {
-            image: dst.clone(),
-            work: dst.clone(),
-            tcp_established: opts.tcp_established,
-            ext_unix_sk: opts.ext_unix_sk,
-            file_locks: opts.file_locks,
-            shell_job: opts.shell_job,
-            ..Default::default()
-        };
-        let ro = RestoreOptions {
-            criu: opts.criu.clone(),
-            bundle,
-            restore,
-            detach: true,
-            pid_file: None,
-            systemd_cgroup: false,
-        };
-        checkpoint::restore(to, id, &ro)
-    };
     let pid = match restore_into(opts.to_root) {
         Ok(pid) => pid,
-        Err(e) => {
-            // The container is dumped and gone from its root: bring it back there.
-            return Err(match restore_into(root) {
-                Ok(_) => err(format!(
-                    "migrate {id}: restore under {}: {e}; it runs again where it was",
-                    opts.to_root.path().display()
-                )),
-                Err(back) => err(format!(
-                    "migrate {id}: restore under {}: {e}; and back where it was: {back}; the images are in {}",
-                    opts.to_root.path().display(),
-                    dst.display()
-                )),
-            });
-        }
+        Err(e) => return Err(back(format!("restore under {}: {e}", opts.to_root.path().display()))),
     };
     let restore_ms = ms(restoring.elapsed());
     Ok(MigrateReport {

@@ -18,6 +18,7 @@ use nix::mount::{mount, MsFlags};
 use oci_spec::runtime::Spec;
 
 pub use cgroupfs::own_cgroups;
+pub use mounts::ensure_mount_points;
 pub use resolve::Root;
 
 /// A `linux.devices` entry checked as the container's init would make it.

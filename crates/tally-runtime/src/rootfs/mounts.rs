@@ -49,7 +49,7 @@ pub fn perform(ctx: &Context, index: usize, m: &Mount) -> Result<(), MountError>
 
     let target = if is_bind {
         let source = bind_source(ctx.bundle, m).map_err(&invalid)?;
-        let kind = if fs::metadata(&source).map(|md| md.is_dir()).unwrap_or(true) { Kind::Dir } else { Kind::File };
+        let kind = bind_kind(&source);
         let target = ctx.root.ensure(dest, kind).map_err(|e| io_err("create destination", e))?;
         check_proc_destination(ctx.root, &target, is_procfs(&source)).map_err(&invalid)?;
         let rec = opts.flags & MsFlags::MS_REC;
@@ -161,6 +161,53 @@ fn check_proc_destination(root: &Root, target: &OwnedFd, procfs: bool) -> Result
         true => Ok(()),
         false => Err(format!("{} cannot be mounted because it is inside /proc", Path::new("/").join(inside).display())),
     }
+}
+
+/// A bind of a file needs a file to mount on, anything else a directory.
+fn bind_kind(source: &Path) -> Kind {
+    if fs::metadata(source).map(|md| md.is_dir()).unwrap_or(true) {
+        Kind::Dir
+    } else {
+        Kind::File
+    }
+}
+
+/// Makes the mount points of `mounts` that are missing in the rootfs, without mounting
+/// anything: what a CRIU restore needs, since CRIU mounts onto the points but does not make
+/// them, and a fresh rootfs (Podman's `restore --import`, a migration's copy) lacks those
+/// create made (`/etc/hosts` bound from Podman's run directory, say). Points beneath a tmpfs
+/// mount are left alone: CRIU restores the tmpfs with its content, points included.
+pub fn ensure_mount_points(root: &Root, bundle: &Path, mounts: &[Mount]) -> Result<(), MountError> {
+    let tmpfs: Vec<&Path> =
+        mounts.iter().filter(|m| m.typ().as_deref() == Some("tmpfs")).map(|m| m.destination().as_path()).collect();
+    for (index, m) in mounts.iter().enumerate() {
+        let dest = m.destination();
+        if tmpfs.iter().any(|t| dest != t && dest.starts_with(t)) {
+            continue;
+        }
+        let opts = options::parse(m.options().as_deref().unwrap_or_default()).map_err(|e| MountError::Invalid {
+            index,
+            destination: dest.clone(),
+            message: e.to_string(),
+        })?;
+        let kind = if opts.is_bind() || m.typ().as_deref() == Some("bind") {
+            let source = bind_source(bundle, m).map_err(|message| MountError::Invalid {
+                index,
+                destination: dest.clone(),
+                message,
+            })?;
+            bind_kind(&source)
+        } else {
+            Kind::Dir
+        };
+        root.ensure(dest, kind).map_err(|source| MountError::Io {
+            index,
+            destination: dest.clone(),
+            op: "create mount point".into(),
+            source,
+        })?;
+    }
+    Ok(())
 }
 
 fn is_procfs(path: &Path) -> bool {
