@@ -14,20 +14,6 @@ sock="$work/containerd.sock"
 ns=tally-e2e
 image=docker.io/library/tally-busybox:latest
 runc_root=/run/containerd/runc/$ns
-cat > "$work/config.toml" <<CONF
-version = 2
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = "$work/debug.sock"
-CONF
-containerd --config "$work/config.toml" > "$work/containerd.log" 2>&1 &
-daemon=$!
 ctr() { command ctr --address "$sock" --namespace "$ns" "$@"; }
 cleanup() {
   for id in cr-run cr-restored; do
@@ -42,21 +28,10 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-i=0
-while [ ! -S "$sock" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
-[ -S "$sock" ] || { echo "containerd did not start:"; cat "$work/containerd.log"; exit 1; }
+start_containerd
 # (Each exec needs an id of its own; these run in subshells, so no counter: a random one.)
 ctr_bin=$(command -v ctr)
 count_of() { timeout 60 "$ctr_bin" --address "$sock" --namespace "$ns" task exec --exec-id "count-$(cat /proc/sys/kernel/random/uuid)" "$1" cat /count 2>&1; }
-wait_count() {
-  i=0
-  while [ $i -lt 100 ]; do
-    c=$(count_of "$1")
-    case $c in ''|*[!0-9]*) ;; *) [ "$c" -gt "$2" ] && return 0 ;; esac
-    sleep 0.2; i=$((i + 1))
-  done
-  return 1
-}
 
 echo "== containerd $(containerd --version | awk '{print $3}') checkpoint/restore, ctr run --runc-binary $tally"
 make_rootfs "$work/rootfs"

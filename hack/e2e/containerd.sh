@@ -13,22 +13,6 @@ sock="$work/containerd.sock"
 ns=tally-e2e
 image=docker.io/library/tally-busybox:latest
 runc_root=/run/containerd/runc/$ns
-
-cat > "$work/config.toml" <<CONF
-version = 2
-root = "$work/root"
-state = "$work/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
-[grpc]
-  address = "$sock"
-[ttrpc]
-  address = "$sock.ttrpc"
-[debug]
-  address = "$work/debug.sock"
-CONF
-
-containerd --config "$work/config.toml" > "$work/containerd.log" 2>&1 &
-daemon=$!
 cleanup() {
   for id in e2e-run e2e-detached e2e-fail e2e-noexec e2e-sid e2e-copyup e2e-hybrid; do
     ctr task kill -s KILL "$id" >/dev/null 2>&1
@@ -44,10 +28,8 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+start_containerd
 ctr() { command ctr --address "$sock" --namespace "$ns" "$@"; }
-i=0
-while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-[ -S "$sock" ] || { echo "containerd did not start:"; cat "$work/containerd.log"; exit 1; }
 
 echo "== containerd $(containerd --version | awk '{print $3}'), ctr run --runc-binary $tally"
 make_rootfs "$work/rootfs"

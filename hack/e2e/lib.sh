@@ -37,6 +37,60 @@ podman_flags() {
     --storage-driver vfs --events-backend file --cgroup-manager cgroupfs --runtime "$tally"
 }
 
+# containers_conf FILE [CONTAINERS_LINES]: a private Podman's containers.conf with tally as its
+# runtime ($tally): no network, cgroupfs, file events, tally's JSON log read for errors;
+# CONTAINERS_LINES go into [containers] before them.
+containers_conf() {
+  cat > "$1" <<CONF
+[containers]
+${2:-}
+netns = "none"
+[engine]
+cgroup_manager = "cgroupfs"
+events_logger = "file"
+runtime = "tally"
+# Podman then passes --log-format json and shows tally's error once, from the log.
+runtime_supports_json = ["tally", "crun", "runc"]
+runtime_supports_kvm = []
+[engine.runtimes]
+tally = ["$tally"]
+CONF
+}
+
+# start_containerd: a private containerd in $work (its own socket $sock, root, state, the CRI
+# plugin off), running as $daemon once its socket answers; exits the script if it does not.
+start_containerd() {
+  cat > "$work/config.toml" <<CONF
+version = 2
+root = "$work/root"
+state = "$work/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$sock"
+[ttrpc]
+  address = "$sock.ttrpc"
+[debug]
+  address = "$work/debug.sock"
+CONF
+  containerd --config "$work/config.toml" > "$work/containerd.log" 2>&1 &
+  daemon=$!
+  i=0
+  while [ ! -S "$sock" ] && [ $i -lt 200 ]; do sleep 0.1; i=$((i + 1)); done
+  [ -S "$sock" ] || { echo "containerd did not start:"; cat "$work/containerd.log"; exit 1; }
+}
+
+# wait_count C N: until `count_of C` (the calling script's: the counter's value read inside
+# container C) passes N; at most 100 tries, 0.2 s apart. Non-zero if it never does.
+wait_count() {
+  tries=0
+  while [ $tries -lt 100 ]; do
+    c=$(count_of "$1")
+    case $c in ''|*[!0-9]*) ;; *) [ "$c" -gt "$2" ] && return 0 ;; esac
+    sleep 0.2; tries=$((tries + 1))
+  done
+  return 1
+}
+
 # A busybox root filesystem in DIR (what the images and --rootfs runs use).
 make_rootfs() {
   "$(dirname "$0")/../make-rootfs.sh" "$1"

@@ -11,17 +11,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 tally=$(realpath "$1")
 work=$(mktemp -d /tmp/tally-e2e-podman-cr.XXXXXX)
 make_rootfs "$work/rootfs"
-cat > "$work/containers.conf" <<CONF
-[containers]
-netns = "none"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "tally"
-runtime_supports_json = ["tally", "crun", "runc"]
-[engine.runtimes]
-tally = ["$tally"]
-CONF
+containers_conf "$work/containers.conf"
 export CONTAINERS_CONF="$work/containers.conf"
 # shellcheck disable=SC2046  # podman_flags' words are meant to split (paths without spaces)
 podman() { command podman $(podman_flags) "$@"; }
@@ -32,16 +22,6 @@ cleanup() {
 trap cleanup EXIT
 status_of() { podman inspect --format '{{.State.Status}}' "$1" 2>&1; }
 count_of() { podman exec "$1" cat /count 2>&1; }
-# wait_count C N: until container C's counter passes N (at most 20 s under TCG).
-wait_count() {
-  i=0
-  while [ $i -lt 100 ]; do
-    c=$(count_of "$1")
-    case $c in ''|*[!0-9]*) ;; *) [ "$c" -gt "$2" ] && return 0 ;; esac
-    sleep 0.2; i=$((i + 1))
-  done
-  return 1
-}
 
 echo "== podman $(command podman --version | awk '{print $3}') container checkpoint/restore, --runtime $tally"
 # An image, so that --export can carry the container's root filesystem changes.

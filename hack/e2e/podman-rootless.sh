@@ -21,17 +21,7 @@ work=$(mktemp -d /tmp/tally-e2e-rootless.XXXXXX)
 chmod 0755 "$work"
 make_rootfs "$work/rootfs"
 mkdir -p "$work/home" "$work/xdg"
-cat > "$work/containers.conf" <<CONF
-[containers]
-netns = "none"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "tally"
-runtime_supports_json = ["tally"]
-[engine.runtimes]
-tally = ["$tally"]
-CONF
+containers_conf "$work/containers.conf"
 chown -R "$user:" "$work"
 chmod 0700 "$work/xdg"
 # The user's session as a login would give it: its own HOME and XDG_RUNTIME_DIR.

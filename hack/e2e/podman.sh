@@ -12,21 +12,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 tally=$(realpath "$1")
 work=$(mktemp -d /tmp/tally-e2e-podman.XXXXXX)
 make_rootfs "$work/rootfs"
-cat > "$work/containers.conf" <<CONF
-[containers]
 # Podman's default nofile limit (1048576) needs CAP_SYS_RESOURCE, which this host withholds.
-default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]
-netns = "none"
-[engine]
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-runtime = "tally"
-# Podman then passes --log-format json and shows tally's error once, from the log.
-runtime_supports_json = ["tally", "crun", "runc"]
-runtime_supports_kvm = []
-[engine.runtimes]
-tally = ["$tally"]
-CONF
+containers_conf "$work/containers.conf" 'default_ulimits = ["nofile=20000:20000", "nproc=32768:32768"]'
 export CONTAINERS_CONF="$work/containers.conf"
 # Podman as root passes tally no --root: its state is /run/tally, shared with other users of
 # tally. What this run adds there (ledger lines, the root itself) is taken back at the end.
