@@ -1,9 +1,12 @@
 //! `checkpoint` and `restore` with CRIU: a running container is written to disk and brought
 //! back, into another container ID, and goes on where it was: its counter continues (not from
 //! 0), PID 1 is the same program, an open file's offset holds, a listening socket and an
-//! established connection work again; `--leave-running` and
-//! `--pre-dump` + `--parent-path`; `migrate` to another root over CRIU's page server; the beancounters' high-water marks and the ledger carry
-//! over; bad input is a clear error and leaves nothing.
+//! established connection work again, also one from the host side of a veth into a network
+//! namespace the container joins by path; stdio that is its caller's pipes or files is the
+//! restoring caller's; a paused container is dumped through its freezer; `--leave-running` and
+//! `--pre-dump` + `--parent-path`; `migrate` to another root over CRIU's page server; the
+//! beancounters' high-water marks and the ledger carry over; bad input is a clear error and
+//! leaves nothing.
 //!
 //! CRIU works in the test VM (hack/vm-test.sh puts it in the guest as TALLY_CRIU, with the
 //! kernel modules it needs). The development host's kernel (6.18) fails `criu check`
@@ -294,6 +297,120 @@ fn a_container_writing_to_its_callers_pipe_is_restored_writing_to_the_restoring_
     t.run(&["delete", "--force", "cr-pipe2"]).ok();
     t.assert_clean("cr-pipe2", &b);
     t.assert_clean("cr-pipe", &b);
+    let _ = fs::remove_dir_all(&images);
+}
+
+/// A network namespace made outside the container, with a veth to the host: what
+/// `ip netns add` and a CNI plugin make for Podman or a pod. Removed on drop.
+struct HostVeth {
+    name: &'static str,
+}
+
+impl HostVeth {
+    fn new(name: &'static str) -> Self {
+        let ip = |args: &[&str]| {
+            let out = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
+            assert!(out.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        };
+        ip(&["netns", "add", name]);
+        let me = Self { name };
+        ip(&["link", "add", "tally-crh", "type", "veth", "peer", "name", "tally-crc", "netns", name]);
+        ip(&["addr", "add", "10.77.0.1/24", "dev", "tally-crh"]);
+        ip(&["link", "set", "tally-crh", "up"]);
+        ip(&["-n", name, "addr", "add", "10.77.0.2/24", "dev", "tally-crc"]);
+        ip(&["-n", name, "link", "set", "tally-crc", "up"]);
+        ip(&["-n", name, "link", "set", "lo", "up"]);
+        me
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for HostVeth {
+    fn drop(&mut self) {
+        // Deleting the namespace deletes its veth end, and with it the host's.
+        let _ = std::process::Command::new("ip").args(["netns", "delete", self.name]).status();
+    }
+}
+
+/// What the container's listener wrote to /work/got (read inside it).
+fn got(t: &Tally, id: &str) -> String {
+    t.run(&["exec", id, "cat", "/work/got"]).stdout
+}
+
+#[track_caller]
+fn wait_got(t: &Tally, id: &str, want: &str) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !got(t, id).contains(want) {
+        assert!(Instant::now() < end, "{want:?} never reached the listener of {id}: {:?}", got(t, id));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A container in a network namespace it joins by path (Podman's, a CNI pod's), reached from
+/// the host side of a veth. The namespace is not the container's: the dump leaves it out
+/// (external, as runc has it), the restored container joins the one the bundle names, and a
+/// connection open from the host across the checkpoint carries data again (--tcp-established).
+#[test]
+fn a_container_in_a_joined_network_namespace_keeps_a_connection_from_the_host_side_of_a_veth() {
+    let test = "a_container_in_a_joined_network_namespace_keeps_a_connection_from_the_host_side_of_a_veth";
+    let Some(criu) = criu(test) else { return };
+    use std::io::Write;
+    let veth = HostVeth::new("tally-it-crns");
+    let t = Tally::new();
+    let b = t.sleeping("cr-net", |c| {
+        c["mounts"].as_array_mut().unwrap().push(json!({"destination": "/work", "type": "tmpfs", "source": "tmpfs"}));
+        for ns in c["linux"]["namespaces"].as_array_mut().unwrap() {
+            if ns["type"] == "network" {
+                ns["path"] = json!(veth.path());
+            }
+        }
+        c["process"]["args"] = json!(["sh", "-c", "exec </dev/null >/dev/null 2>&1; nc -l -p 7000 > /work/got"]);
+    });
+    let end = Instant::now() + Duration::from_secs(30);
+    let mut conn = loop {
+        match std::net::TcpStream::connect("10.77.0.2:7000") {
+            Ok(c) => break c,
+            Err(e) => assert!(Instant::now() < end, "no listener on the container's side of the veth: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    conn.write_all(b"before\n").unwrap();
+    wait_got(&t, "cr-net", "before");
+    let images = std::env::temp_dir().join(unique("tally-it-netns"));
+    let img = images.to_str().unwrap();
+    tally_with(&t, &criu, &["checkpoint", "--tcp-established", "--image-path", img, "cr-net"]).ok();
+    assert!(Path::new(&veth.path()).exists(), "the joined namespace is the host's to keep");
+    // Sent while the container is on disk: CRIU's lock drops it, the host's TCP sends it again.
+    conn.write_all(b"while-away\n").unwrap();
+    tally_with(
+        &t,
+        &criu,
+        &["restore", "-d", "--tcp-established", "--bundle", b.dir.to_str().unwrap(), "--image-path", img, "cr-net2"],
+    )
+    .ok();
+    let pid = t.state("cr-net2")["pid"].as_i64().unwrap();
+    let inode = |p: &str| std::os::unix::fs::MetadataExt::ino(&fs::metadata(p).unwrap());
+    assert_eq!(inode(&format!("/proc/{pid}/ns/net")), inode(&veth.path()), "restored into the joined namespace");
+    conn.write_all(b"after\n").unwrap();
+    wait_got(&t, "cr-net2", "after");
+    let seen = got(&t, "cr-net2");
+    assert!(seen.contains("before") && seen.contains("while-away"), "the connection lost nothing: {seen:?}");
+    // A bundle that says otherwise than the checkpoint is refused, naming the field.
+    let own = Bundle::busybox("cr-net3");
+    let r = tally_with(
+        &t,
+        &criu,
+        &["restore", "-d", "--bundle", own.dir.to_str().unwrap(), "--image-path", img, "cr-net3"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("linux.namespaces"), "{}", r.stderr);
+    assert!(!t.root.join("cr-net3").exists(), "a refused restore leaves no state");
+    t.run(&["delete", "--force", "cr-net2"]).ok();
+    t.assert_clean("cr-net2", &b);
+    t.assert_clean("cr-net", &b);
     let _ = fs::remove_dir_all(&images);
 }
 

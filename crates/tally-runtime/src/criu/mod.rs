@@ -63,6 +63,18 @@ pub struct External {
     pub source: PathBuf,
 }
 
+/// CRIU's key for a network namespace the container joined by path (`linux.namespaces`
+/// network with a `path`: Podman's, CNI's, a pod's). It is not the container's to dump or
+/// rebuild: the dump declares it external under this key, the restore hands in the namespace
+/// the bundle's config names. runc uses the same key.
+pub const EXTERNAL_NETNS: &str = "extRootNetNS";
+
+/// The network namespace a config joins by path, if it joins one.
+pub fn joined_netns(spec: &oci_spec::runtime::Spec) -> Option<PathBuf> {
+    let namespaces = spec.linux().as_ref()?.namespaces().as_ref()?;
+    namespaces.iter().find(|n| n.typ() == oci_spec::runtime::LinuxNamespaceType::Network).and_then(|n| n.path().clone())
+}
+
 /// The recorded source of a `cgroup` mount: the container's cgroup, whichever it is.
 pub const CGROUP_SOURCE: &str = "<the container's cgroup>";
 
@@ -360,6 +372,20 @@ mod tests {
             assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
         }
         assert!(!a.iter().any(|x| x == "--shell-job"), "{a:?}");
+    }
+
+    #[test]
+    fn only_a_network_namespace_joined_by_path_is_external() {
+        let spec = |ns: serde_json::Value| -> oci_spec::runtime::Spec {
+            serde_json::from_value(serde_json::json!({
+                "ociVersion": "1.0.2", "root": {"path": "rootfs"}, "linux": {"namespaces": ns}
+            }))
+            .unwrap()
+        };
+        let joined = spec(serde_json::json!([{"type": "pid"}, {"type": "network", "path": "/run/netns/a"}]));
+        assert_eq!(joined_netns(&joined), Some(PathBuf::from("/run/netns/a")));
+        assert_eq!(joined_netns(&spec(serde_json::json!([{"type": "network"}]))), None);
+        assert_eq!(joined_netns(&spec(serde_json::json!([{"type": "pid", "path": "/proc/1/ns/pid"}]))), None);
     }
 
     #[test]

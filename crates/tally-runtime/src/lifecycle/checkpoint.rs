@@ -6,7 +6,8 @@
 
 use std::ffi::CString;
 use std::fs;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
@@ -73,6 +74,14 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
     let final_dump = !o.pre_dump;
     let bc = super::beancounters::read(&dir, &state, false);
     let stdio = criu::stdio_of(state.pid, &mountinfo);
+    // A network namespace joined by path stays where it is: CRIU knows it by its inode.
+    let joined_netns = match criu::joined_netns(&spec) {
+        Some(_) => {
+            let ns = PathBuf::from(format!("/proc/{}/ns/net", state.pid));
+            Some(fs::metadata(&ns).map_err(path_err("the init's network namespace", &ns))?.ino())
+        }
+        None => None,
+    };
     if final_dump {
         let record = serde_json::json!({
             "id": id,
@@ -80,6 +89,7 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
             "externals": externals.iter().map(|e| serde_json::json!({"destination": e.destination, "source": e.source})).collect::<Vec<_>>(),
             "beancounters": bc,
             "stdio": stdio,
+            "joined_netns": joined_netns.is_some(),
         });
         let path = o.common.image.join(RECORD);
         fs::write(&path, serde_json::to_vec_pretty(&record).expect("serializes"))
@@ -87,6 +97,9 @@ pub fn checkpoint(root: &StateRoot, id: &str, opts: &CheckpointOptions) -> Resul
     }
     let mut args = criu::dump_args(state.pid, &externals, o);
     args.extend(criu::external_stdio(&stdio));
+    if let Some(ino) = joined_netns {
+        args.extend(["--external".into(), format!("net[{ino}]:{}", criu::EXTERNAL_NETNS).into()]);
+    }
     // CRIU stops the tasks through the container's freezer, as runc has it do: atomically, and
     // also when the container is paused (containerd pauses a task before it checkpoints it),
     // where stopping them with ptrace alone leaves CRIU waiting forever on a frozen task to run
@@ -137,6 +150,33 @@ fn restore_externals(
         .collect()
 }
 
+/// The network namespace the restored container joins, opened for CRIU to inherit (not
+/// close-on-exec), when the checkpointed one joined one by path; a bundle that does not say the
+/// same as the checkpoint is an error, since CRIU would otherwise rebuild a namespace where the
+/// config names one, or find none to put the container in.
+fn restore_netns(
+    record: &serde_json::Value,
+    spec: &oci_spec::runtime::Spec,
+) -> Result<Option<OwnedFd>, LifecycleError> {
+    let dumped_joined = record["joined_netns"].as_bool().unwrap_or(false);
+    match (dumped_joined, criu::joined_netns(spec)) {
+        (false, None) => Ok(None),
+        (true, Some(path)) => {
+            let fd = nix::fcntl::open(&path, nix::fcntl::OFlag::O_RDONLY, nix::sys::stat::Mode::empty())
+                .map_err(|e| path_err("linux.namespaces network path", &path)(e.into()))?;
+            // SAFETY: open returned this fd just now and nothing else owns it.
+            Ok(Some(unsafe { OwnedFd::from_raw_fd(fd) }))
+        }
+        (true, None) => Err(invalid(
+            "the checkpointed container joined a network namespace by path; the bundle's linux.namespaces names none to restore it into".into(),
+        )),
+        (false, Some(path)) => Err(invalid(format!(
+            "linux.namespaces network path {}: the checkpointed container had a network namespace of its own, which CRIU restores; it cannot join another",
+            path.display()
+        ))),
+    }
+}
+
 /// Restores a checkpoint into container `id` made from `--bundle`; returns the restored
 /// init's host PID, and with `detach` off waits for it and returns its exit status instead.
 pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32, LifecycleError> {
@@ -167,6 +207,7 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
     rootfs::ensure_mount_points(&rootfs, &bundle.dir, bundle.spec.mounts().as_deref().unwrap_or_default())
         .map_err(|e| invalid(e.to_string()))?;
     drop(rootfs);
+    let netns = restore_netns(&record, &bundle.spec)?;
     let dir = ContainerDir::create(root, id)?;
     let result = (|| -> Result<ContainerState, LifecycleError> {
         fs::write(dir.config_path(), &bundle.raw).map_err(path_err("the config copy", &dir.config_path()))?;
@@ -178,6 +219,9 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
             .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
             .unwrap_or_default();
         args.extend(criu::inherit_stdio(&stdio));
+        if let Some(fd) = &netns {
+            args.extend(["--inherit-fd".into(), format!("fd[{}]:{}", fd.as_raw_fd(), criu::EXTERNAL_NETNS).into()]);
+        }
         if !opts.detach {
             // The restored init becomes tally's child, so tally can wait for its status.
             args.push("--restore-sibling".into());
