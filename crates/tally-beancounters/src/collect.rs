@@ -156,25 +156,33 @@ impl Layout {
         }
     }
 
-    /// Every process in the cgroup and its descendants (host PIDs).
-    pub fn pids(&self) -> Vec<i32> {
+    /// Every process in the cgroup and its descendants (host PIDs). `top` is the metadata of
+    /// the cgroup's directory when the caller has it already.
+    pub fn pids(&self, top: Option<&fs::Metadata>) -> Vec<i32> {
         let Some(dir) = self.id_dir() else { return Vec::new() };
         let mut out = Vec::new();
-        fn walk(dir: &Path, out: &mut Vec<i32>, depth: usize) {
+        // cgroupfs (kernfs) counts a directory's subdirectories in its link count, as a
+        // filesystem does: 2 is a leaf, the usual container, whose directory needs no listing
+        // (on v1, which has no cgroup.stat, the listing was a fifth of a container's calls).
+        fn has_children(meta: Option<&fs::Metadata>, dir: &Path) -> bool {
+            match meta {
+                Some(m) => m.nlink() > 2,
+                None => fs::metadata(dir).map_or(true, |m| m.nlink() > 2),
+            }
+        }
+        fn walk(dir: &Path, meta: Option<&fs::Metadata>, out: &mut Vec<i32>, depth: usize) {
             if let Some(t) = read(&dir.join("cgroup.procs")) {
                 out.extend(t.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
             }
-            // v2 counts a cgroup's descendants: a leaf (the usual container) needs no listing.
-            let leaf = read(&dir.join("cgroup.stat")).is_some_and(|t| keyed_in(&t, "nr_descendants") == Value::Num(0));
-            if depth < 8 && !leaf {
+            if depth < 8 && has_children(meta, dir) {
                 for e in fs::read_dir(dir).into_iter().flatten().flatten() {
                     if e.file_type().is_ok_and(|t| t.is_dir()) {
-                        walk(&e.path(), out, depth + 1);
+                        walk(&e.path(), None, out, depth + 1);
                     }
                 }
             }
         }
-        walk(dir, &mut out, 0);
+        walk(dir, top, &mut out, 0);
         out.sort_unstable();
         out.dedup();
         out
@@ -204,7 +212,7 @@ fn v1_mounts() -> &'static [(String, PathBuf)] {
     static MOUNTS: std::sync::OnceLock<Vec<(String, PathBuf)>> = std::sync::OnceLock::new();
     MOUNTS.get_or_init(|| {
         let mut out = Vec::new();
-        let info = read(Path::new("/proc/self/mountinfo")).unwrap_or_default();
+        let info = crate::kfile::read_all(Path::new("/proc/self/mountinfo")).unwrap_or_default();
         for line in info.lines() {
             let Some((left, right)) = line.split_once(" - ") else { continue };
             let mut f = right.split_whitespace();
@@ -292,10 +300,11 @@ impl CgroupFiles {
 pub fn collect(t: &Target, maxheld: &mut MaxHeld) -> Beancounters {
     let page = page_size();
     let layout = t.cgroup_path.map(Layout::find).unwrap_or(Layout::None);
-    let cgroup_id = layout.id_dir().and_then(|d| fs::metadata(d).ok()).map(|m| m.ino()).unwrap_or(0);
+    let id_meta = layout.id_dir().and_then(|d| fs::metadata(d).ok());
+    let cgroup_id = id_meta.as_ref().map(|m| m.ino()).unwrap_or(0);
     let mut rows = cgroup_rows_into(&layout, page, maxheld);
     if SAMPLED.iter().any(|r| t.wants(r)) {
-        let pids = t.processes.clone().unwrap_or_else(|| layout.pids());
+        let pids = t.processes.clone().unwrap_or_else(|| layout.pids(id_meta.as_ref()));
         rows.extend(sampled_rows(t, &pids, page, maxheld));
     }
     if t.wants("diskspace") || t.wants("diskinodes") {

@@ -130,8 +130,8 @@ fn status_field(status: &str, key: &str) -> Option<u64> {
 /// `max=` its devpts was mounted with.
 pub fn ptys(init_pid: i32) -> (Option<u64>, Option<u64>) {
     let held = open_in_root(init_pid, c"dev/pts")
-        .and_then(|dir| fs::read_dir(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok())
-        .map(|d| d.flatten().filter(|e| e.file_name() != "ptmx").count() as u64);
+        .and_then(|dir| kfile::names(&dir).ok())
+        .map(|names| names.iter().filter(|(n, _)| n.to_bytes() != b"ptmx").count() as u64);
     (held, devpts_max(init_pid))
 }
 
