@@ -556,6 +556,85 @@ fn wait_exec_count(t: &Tally, id: &str, at_least: u64) -> u64 {
     }
 }
 
+/// Post-copy (lazy) migration, as runc's users run it: `checkpoint --lazy-pages --page-server
+/// ADDR --status-fd FD` dumps everything but the memory, says so on FD, and serves the pages on
+/// ADDR; `criu lazy-pages` on the restoring side fetches them as the restored container
+/// touches them (userfaultfd); `restore --lazy-pages` runs the container before its memory has
+/// arrived. The counter goes on, and the dump side ends once every page is sent.
+#[test]
+fn a_lazy_pages_restore_runs_while_the_dump_side_serves_its_memory() {
+    let test = "a_lazy_pages_restore_runs_while_the_dump_side_serves_its_memory";
+    let Some(criu) = criu(test) else { return };
+    use std::io::Read;
+    use std::os::fd::FromRawFd;
+    let t = Tally::new();
+    let b = tmpfs_counter(&t, "cr-lazy");
+    let before = wait_exec_count(&t, "cr-lazy", 5);
+    let images = std::env::temp_dir().join(unique("tally-it-lazy"));
+    let work = images.join("work");
+    fs::create_dir_all(&work).unwrap();
+    let img = images.to_str().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut fds = [0; 2];
+    // SAFETY: pipe fills the two-int array; both ends are ours (not close-on-exec: the write
+    // end is the checkpoint's --status-fd).
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let (status_r, status_w) = (fds[0], fds[1]);
+    let criu_arg = criu.to_str().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    let w = status_w.to_string();
+    let mut dump = t
+        .command()
+        .args(["--criu", criu_arg, "checkpoint", "--lazy-pages", "--page-server", &addr, "--status-fd", &w])
+        .args(["--image-path", img, "cr-lazy"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SAFETY: the write end was handed to the child; the parent's copy is closed once.
+    unsafe { libc::close(status_w) };
+    // SAFETY: the read end is ours alone from here.
+    let mut ready = unsafe { fs::File::from_raw_fd(status_r) };
+    let mut byte = [0u8; 1];
+    assert_eq!(ready.read(&mut byte).unwrap(), 1, "the lazy dump says on --status-fd when its pages can be fetched");
+    let lazy_log = images.join("lazy-pages.log");
+    let mut lazy = std::process::Command::new(&criu)
+        .args(["lazy-pages", "--page-server", "--address", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--images-dir", img, "--work-dir", work.to_str().unwrap(), "-v4", "--log-file"])
+        .arg(&lazy_log)
+        .spawn()
+        .unwrap();
+    let restored = tally_with(
+        &t,
+        &criu,
+        &[
+            "restore",
+            "-d",
+            "--lazy-pages",
+            "--bundle",
+            b.dir.to_str().unwrap(),
+            "--image-path",
+            img,
+            "--work-path",
+            work.to_str().unwrap(),
+            "cr-lazy2",
+        ],
+    );
+    if restored.code != 0 {
+        eprintln!("--- {}:\n{}", lazy_log.display(), fs::read_to_string(&lazy_log).unwrap_or_default());
+        let _ = (dump.kill(), lazy.kill());
+    }
+    restored.ok();
+    let at = wait_exec_count(&t, "cr-lazy2", before);
+    wait_exec_count(&t, "cr-lazy2", at + 1);
+    assert!(dump.wait().unwrap().success(), "the dump side ends once its pages are sent");
+    assert!(lazy.wait().unwrap().success(), "criu lazy-pages ends once every page is in");
+    t.run(&["delete", "--force", "cr-lazy2"]).ok();
+    t.assert_clean("cr-lazy2", &b);
+    t.assert_clean("cr-lazy", &b);
+    let _ = fs::remove_dir_all(&images);
+}
+
 #[test]
 fn leave_running_keeps_the_container_counting_and_pre_dump_rounds_feed_the_final_dump() {
     let test = "leave_running_keeps_the_container_counting_and_pre_dump_rounds_feed_the_final_dump";

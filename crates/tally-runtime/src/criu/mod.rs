@@ -139,7 +139,13 @@ pub fn dump_args(pid: i32, externals: &[External], o: &DumpOptions) -> Vec<OsStr
     }
     if let Some(addr) = &o.page_server {
         let (host, port) = addr.rsplit_once(':').unwrap_or((addr.as_str(), "27"));
-        args.extend(["--page-server".into(), "--address".into(), host.into(), "--port".into(), port.into()]);
+        // A lazy dump serves its pages itself, on this address, to the restoring side's
+        // `criu lazy-pages`; `--page-server` would make it send them to one instead (runc's
+        // RPC request means the same: the address, and a page server only without lazy pages).
+        if !o.common.lazy_pages {
+            args.push("--page-server".into());
+        }
+        args.extend(["--address".into(), host.into(), "--port".into(), port.into()]);
     }
     if let Some(fd) = o.status_fd {
         args.extend(["--status-fd".into(), fd.to_string().into()]);
@@ -372,6 +378,18 @@ mod tests {
             assert!(a.iter().any(|x| x == want), "{want} in {a:?}");
         }
         assert!(!a.iter().any(|x| x == "--shell-job"), "{a:?}");
+    }
+
+    #[test]
+    fn a_lazy_dump_serves_its_pages_on_the_address_and_a_plain_one_sends_them_there() {
+        let mut o = DumpOptions { page_server: Some("127.0.0.1:2700".into()), ..Default::default() };
+        let a = s(&dump_args(1, &[], &o));
+        let i = a.iter().position(|x| x == "--page-server").expect("a page server to send to");
+        assert_eq!(a[i + 1..i + 5], ["--address", "127.0.0.1", "--port", "2700"]);
+        o.common.lazy_pages = true;
+        let a = s(&dump_args(1, &[], &o));
+        assert!(!a.contains(&"--page-server".to_string()), "{a:?}");
+        assert!(a.contains(&"--lazy-pages".to_string()) && a.contains(&"2700".to_string()), "{a:?}");
     }
 
     #[test]
