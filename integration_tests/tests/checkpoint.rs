@@ -556,6 +556,47 @@ fn wait_exec_count(t: &Tally, id: &str, at_least: u64) -> u64 {
     }
 }
 
+/// When the restore under the other root fails (here that root is a read-only mount, which
+/// only the restore finds out, when it makes the container's directory), `migrate` brings the
+/// container back where it was from the same images, says so, and the counter goes on there.
+#[test]
+fn a_migration_whose_restore_fails_brings_the_container_back_where_it_was() {
+    let test = "a_migration_whose_restore_fails_brings_the_container_back_where_it_was";
+    let Some(criu) = criu(test) else { return };
+    let t = Tally::new();
+    let b = tmpfs_counter(&t, "cr-back");
+    let before = wait_exec_count(&t, "cr-back", 5);
+    let ro = std::env::temp_dir().join(unique("tally-it-ro-root"));
+    fs::create_dir_all(&ro).unwrap();
+    let ro_c = std::ffi::CString::new(ro.to_str().unwrap()).unwrap();
+    let none = std::ptr::null::<libc::c_char>();
+    // SAFETY: NUL-terminated paths; a bind of the directory onto itself, then read-only.
+    unsafe {
+        assert_eq!(libc::mount(ro_c.as_ptr(), ro_c.as_ptr(), none, libc::MS_BIND, std::ptr::null()), 0);
+        let flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY;
+        assert_eq!(libc::mount(none, ro_c.as_ptr(), none, flags, std::ptr::null()), 0);
+    }
+    let images = std::env::temp_dir().join(unique("tally-it-back-images"));
+    let r = tally_with(
+        &t,
+        &criu,
+        &["migrate", "--to-root", ro.to_str().unwrap(), "--image-path", images.to_str().unwrap(), "cr-back"],
+    );
+    // SAFETY: unmounts the bind made above.
+    unsafe { libc::umount2(ro_c.as_ptr(), libc::MNT_DETACH) };
+    assert_ne!(r.code, 0, "a migration whose restore failed is an error");
+    assert!(r.stderr.contains("runs again where it was"), "{}", r.stderr);
+    assert_eq!(t.status("cr-back"), "running", "back in its own root");
+    let at = exec_count(&t, "cr-back");
+    assert!(at >= before, "the counter continues from {before}: {at}");
+    wait_exec_count(&t, "cr-back", at + 1);
+    t.run(&["delete", "--force", "cr-back"]).ok();
+    t.assert_clean("cr-back", &b);
+    assert_eq!(fs::read_dir(&ro).unwrap().count(), 0, "nothing was made under the other root");
+    let _ = fs::remove_dir_all(&images);
+    let _ = fs::remove_dir(&ro);
+}
+
 /// Post-copy (lazy) migration, as runc's users run it: `checkpoint --lazy-pages --page-server
 /// ADDR --status-fd FD` dumps everything but the memory, says so on FD, and serves the pages on
 /// ADDR; `criu lazy-pages` on the restoring side fetches them as the restored container
