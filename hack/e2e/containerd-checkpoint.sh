@@ -15,18 +15,7 @@ ns=tally-e2e
 image=docker.io/library/tally-busybox:latest
 runc_root=/run/containerd/runc/$ns
 ctr() { command ctr --address "$sock" --namespace "$ns" "$@"; }
-cleanup() {
-  for id in cr-run cr-restored; do
-    ctr task kill -s KILL "$id" >/dev/null 2>&1
-    ctr task delete --force "$id" >/dev/null 2>&1
-    ctr container delete "$id" >/dev/null 2>&1
-  done
-  kill "$daemon" 2>/dev/null
-  wait "$daemon" 2>/dev/null
-  find /sys/fs/cgroup -maxdepth 2 -type d -name "$ns" -exec rmdir {} \; 2>/dev/null
-  grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
-  rm -rf "$work"
-}
+cleanup() { stop_containerd cr-run cr-restored; }
 trap cleanup EXIT
 start_containerd
 # (Each exec needs an id of its own; these run in subshells, so no counter: a random one.)

@@ -13,20 +13,7 @@ sock="$work/containerd.sock"
 ns=tally-e2e
 image=docker.io/library/tally-busybox:latest
 runc_root=/run/containerd/runc/$ns
-cleanup() {
-  for id in e2e-run e2e-detached e2e-fail e2e-noexec e2e-sid e2e-copyup e2e-hybrid; do
-    ctr task kill -s KILL "$id" >/dev/null 2>&1
-    ctr task delete --force "$id" >/dev/null 2>&1
-    ctr container delete "$id" >/dev/null 2>&1
-  done
-  kill "$daemon" 2>/dev/null
-  wait "$daemon" 2>/dev/null
-  # ctr puts containers in /<namespace>/<id>: tally removes <id>, the namespace's parent is ours.
-  find /sys/fs/cgroup -maxdepth 2 -type d -name "$ns" -exec rmdir {} \; 2>/dev/null
-  # containerd's mounts (snapshots) under the temp dir go with it.
-  grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
-  rm -rf "$work"
-}
+cleanup() { stop_containerd e2e-run e2e-detached e2e-fail e2e-noexec e2e-sid e2e-copyup e2e-hybrid; }
 trap cleanup EXIT
 start_containerd
 ctr() { command ctr --address "$sock" --namespace "$ns" "$@"; }

@@ -79,6 +79,23 @@ CONF
   [ -S "$sock" ] || { echo "containerd did not start:"; cat "$work/containerd.log"; exit 1; }
 }
 
+# stop_containerd ID...: the containers ID... and their tasks removed, the daemon of
+# start_containerd stopped, the namespace's parent cgroup (ctr puts containers in
+# /<namespace>/<id>: tally removes <id>, the parent is ours), containerd's mounts (snapshots)
+# under $work and $work itself removed. For the scripts' EXIT traps.
+stop_containerd() {
+  for id in "$@"; do
+    ctr task kill -s KILL "$id" >/dev/null 2>&1
+    ctr task delete --force "$id" >/dev/null 2>&1
+    ctr container delete "$id" >/dev/null 2>&1
+  done
+  kill "${daemon:-}" 2>/dev/null
+  wait "${daemon:-}" 2>/dev/null
+  find /sys/fs/cgroup -maxdepth 2 -type d -name "$ns" -exec rmdir {} \; 2>/dev/null
+  grep " $work" /proc/self/mountinfo | awk '{print $5}' | sort -r | while read -r m; do umount "$m" 2>/dev/null; done
+  rm -rf "$work"
+}
+
 # wait_count C N: until `count_of C` (the calling script's: the counter's value read inside
 # container C) passes N; at most 100 tries, 0.2 s apart. Non-zero if it never does.
 wait_count() {
