@@ -207,7 +207,11 @@ pub fn stdio_of(pid: i32, mountinfo: &str) -> Vec<String> {
 /// `--external` for each recorded stdio that is a file from outside the container.
 pub fn external_stdio(recorded: &[String]) -> Vec<OsString> {
     let mut args = Vec::new();
-    for key in recorded.iter().filter(|k| k.starts_with("file[")) {
+    for (i, key) in recorded.iter().enumerate().filter(|(_, k)| k.starts_with("file[")) {
+        // stdout and stderr are often the one file: declared once.
+        if recorded[..i].contains(key) {
+            continue;
+        }
         args.push("--external".into());
         args.push(key.into());
     }
@@ -361,6 +365,9 @@ mod tests {
         let outside: Vec<String> = ["file[1a:5]", "pipe:[9]", ""].iter().map(|s| s.to_string()).collect();
         assert_eq!(s(&inherit_stdio(&outside)), ["--inherit-fd", "fd[0]:file[1a:5]", "--inherit-fd", "fd[1]:pipe:[9]"]);
         assert_eq!(s(&external_stdio(&outside)), ["--external", "file[1a:5]"]);
+        let same: Vec<String> = ["file[1a:4]", "file[1a:4]", "file[1a:4]"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(s(&external_stdio(&same)), ["--external", "file[1a:4]"], "one file, declared once");
+        assert_eq!(inherit_stdio(&same).len(), 6, "but handed in for each fd");
         assert!(inherit_stdio(&["socket:[1]".to_string(), String::new()]).is_empty());
     }
 

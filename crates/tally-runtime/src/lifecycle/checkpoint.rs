@@ -203,11 +203,12 @@ pub fn restore(root: &StateRoot, id: &str, opts: &RestoreOptions) -> Result<i32,
     let rel = cgroups::hierarchy_path(&cg_path, opts.systemd_cgroup);
     let cgroup_dir = Path::new("/sys/fs/cgroup").join(rel.strip_prefix("/").unwrap_or(&rel));
     let externals = restore_externals(&record, &bundle.spec, &bundle.dir, &cgroup_dir);
+    // Checked before the rootfs gets its mount points: a refused restore changes nothing.
+    let netns = restore_netns(&record, &bundle.spec)?;
     let rootfs = rootfs::Root::open(&bundle.rootfs).map_err(path_err("the bundle's rootfs", &bundle.rootfs))?;
     rootfs::ensure_mount_points(&rootfs, &bundle.dir, bundle.spec.mounts().as_deref().unwrap_or_default())
         .map_err(|e| invalid(e.to_string()))?;
     drop(rootfs);
-    let netns = restore_netns(&record, &bundle.spec)?;
     let dir = ContainerDir::create(root, id)?;
     let result = (|| -> Result<ContainerState, LifecycleError> {
         fs::write(dir.config_path(), &bundle.raw).map_err(path_err("the config copy", &dir.config_path()))?;
