@@ -36,13 +36,16 @@ fn the_init_is_in_the_default_cgroup_from_create_until_delete() {
     assert_eq!(procs(&dir), [pid], "a created container's init is already placed");
     t.run(&["start", "cg-default"]).ok();
     assert_eq!(procs(&dir), [pid]);
-    // Every hierarchy tally manages has the container's cgroup.
+    // Every hierarchy has the container's cgroup with the init in it: the v1 ones, which the
+    // init joins itself, and v2 (a hybrid host's unified one too), where clone3 starts it.
     let dirs = cgroup_dirs_named("cg-default");
     assert!(dirs.contains(&dir), "{dirs:?}");
-    if cgroup_host() == CgroupHost::V1 {
-        for d in dirs.iter().filter(|d| !d.starts_with("/sys/fs/cgroup/unified")) {
-            assert_eq!(procs(d), [pid], "{}", d.display());
-        }
+    for d in &dirs {
+        assert_eq!(procs(d), [pid], "{}", d.display());
+    }
+    let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for line in own.lines().filter(|l| !l.contains("memory")) {
+        assert!(line.ends_with(":/cg-default"), "every hierarchy but the hidden memory one: {own}");
     }
     t.run(&["kill", "cg-default", "KILL"]).ok();
     t.wait_status("cg-default", "stopped");

@@ -12,6 +12,9 @@ use libcgroups::v2::manager::V2ManagerError;
 use nix::unistd::Pid;
 use oci_spec::runtime::{LinuxDeviceType, LinuxResources};
 
+mod entry;
+pub use entry::Entry;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CgroupError {
     #[error("cgroup {path}: {message}")]
@@ -189,6 +192,26 @@ impl Cgroup {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The cgroup made ready for a new init to start in it or move itself in (see `entry`);
+    /// `None` where the runtime moves it by PID after the clone (`add_task`): the systemd
+    /// driver, a rootless container, no cgroup.
+    pub fn prepare_entry(&self) -> Result<Option<Entry>, CgroupError> {
+        if self.systemd || self.rootless || self.manager.is_err() {
+            return Ok(None);
+        }
+        Entry::prepare(&self.path).map(Some).map_err(|e| self.err(e))
+    }
+
+    /// After the clone, what the init cannot do itself: joining v2 by PID when clone3 could not
+    /// start it there (or everything, without an `Entry`).
+    pub fn complete_entry(&self, entry: Option<&Entry>, pid: i32, in_v2: bool) -> Result<(), CgroupError> {
+        match entry {
+            None => self.add_task(pid),
+            Some(_) if in_v2 => Ok(()),
+            Some(e) => e.add_to_v2(pid).map_err(|e| self.err(e)),
+        }
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {

@@ -29,6 +29,8 @@ pub struct Context<'a> {
     pub console_socket: Option<&'a OwnedFd>,
     pub no_pivot: bool,
     pub preserved: &'a crate::process::Preserved,
+    /// The v1 hierarchies' `tasks` files this process writes itself into, first thing.
+    pub cgroup: Option<&'a crate::cgroups::Entry>,
 }
 
 /// Runs the container process; the value returned is its exit status on failure.
@@ -58,6 +60,12 @@ fn setup(ctx: &Context) -> Result<process::Program, String> {
     let proc_cfg = spec.process().as_ref().expect("validated by bundle");
     let plan = ctx.plan;
     let s = |e: &dyn std::fmt::Display| e.to_string();
+
+    // Before any namespace is joined (a joined mount namespace has its own /sys/fs/cgroup),
+    // and while this is the only thread. The fds go with the others just below.
+    if let Some(entry) = ctx.cgroup {
+        entry.join_self()?;
+    }
 
     // Whatever the runtime had open (the state directory's lock among them) must not stay
     // open here: the lock would outlive `create` and block every later command.

@@ -148,7 +148,11 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
         write_time_offsets(linux).map_err(SpawnError::TimeOffsets)?;
     }
 
-    let forked = sys::clone_process(plan.clone_flags()).map_err(SpawnError::Clone)?;
+    // Made before the clone: the init joins v1 hierarchies itself and starts in its v2
+    // cgroup, without the grace period a move by PID waits for (cgroups::entry).
+    let entry = req.cgroup.prepare_entry()?;
+    let (forked, in_v2) = sys::clone_process_into(plan.clone_flags(), entry.as_ref().and_then(|e| e.v2_fd()))
+        .map_err(SpawnError::Clone)?;
     let child = match forked {
         Forked::Child => {
             drop(ours);
@@ -163,6 +167,7 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
                 console_socket: console_socket.as_ref(),
                 no_pivot: req.no_pivot,
                 preserved: req.preserved,
+                cgroup: entry.as_ref(),
             });
             // SAFETY: _exit ends the cloned process without running the runtime's destructors
             // or atexit handlers, which belong to the parent.
@@ -177,7 +182,8 @@ pub fn spawn(req: &Request) -> Result<Spawned, SpawnError> {
 
     let mut init_pid = child;
     let result = (|| -> Result<(), SpawnError> {
-        req.cgroup.add_task(child)?;
+        req.cgroup.complete_entry(entry.as_ref(), child, in_v2)?;
+        drop(entry);
         if let Some(resources) = linux.resources() {
             req.cgroup.apply(resources)?;
         }
