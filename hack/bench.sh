@@ -16,13 +16,15 @@ out=$(realpath -m "$here/../target/bench")
 mkdir -p "$out"
 if [ -z "${TALLY_BENCH_IN_SANDBOX:-}" ]; then
   export TALLY_BENCH_IN_SANDBOX=1 SANDBOX_NO_UNIFIED=1
-  exec "$here/cgroup-sandbox.sh" "$0" "$@"
+  # A mount namespace of its own even where the sandbox needs none (pure v2): the scratch
+  # tmpfs (bench_scratch) goes with the run, however it ends.
+  exec unshare --mount --propagation private "$here/cgroup-sandbox.sh" "$0" "$@"
 fi
 runs=${TALLY_BENCH_RUNS:-50}
-work=$(mktemp -d /tmp/tally-bench.XXXXXX)
 names=""
 # shellcheck source=bench-common.sh
 . "$here/bench-common.sh"
+work=$(bench_scratch tally-bench)
 trap bench_cleanup EXIT
 "$here/make-bundle.sh" "$work/bundle" "$tally" >/dev/null
 # crun 1.8 refuses configs newer than the spec versions it knows ("unknown version

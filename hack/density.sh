@@ -21,13 +21,15 @@ out=$(realpath -m "$here/../target/bench")
 mkdir -p "$out"
 if [ -z "${TALLY_BENCH_IN_SANDBOX:-}" ]; then
   export TALLY_BENCH_IN_SANDBOX=1 SANDBOX_NO_UNIFIED=1
-  exec "$here/cgroup-sandbox.sh" "$0" "$@"
+  # A mount namespace of its own even where the sandbox needs none (pure v2): the scratch
+  # tmpfs (bench_scratch) goes with the run, however it ends.
+  exec unshare --mount --propagation private "$here/cgroup-sandbox.sh" "$0" "$@"
 fi
 case $n in ''|*[!0-9]*|0) echo "density: N must be a positive number, not '$n'" >&2; exit 2 ;; esac
-work=$(mktemp -d /tmp/tally-density.XXXXXX)
 names=""
 # shellcheck source=bench-common.sh
 . "$here/bench-common.sh"
+work=$(bench_scratch tally-density)
 trap bench_cleanup EXIT
 "$here/make-bundle.sh" "$work/bundle" "$tally" >/dev/null
 sed -i -e 's|"sh"$|"sleep", "1000000"|' -e 's|"ociVersion": "[^"]*"|"ociVersion": "1.0.2"|' "$work/bundle/config.json"
