@@ -3,7 +3,7 @@
 # another with tally and then with crun, in one run, on the same busybox bundle:
 #   - the time of each block of 100 create+start calls (is the 1,000th as cheap as the 1st?),
 #     and, without the drift of the machine over the run, the time of one more create + start
-#     + delete (hyperfine) with none and with all N running
+#     + delete (hyperfine) with none, with all N, and (after the deletes) with none running again
 #   - with all N running: `list`, `state` of one, and for tally `beancounters` of all and of one
 #     (hyperfine, 10 runs each)
 #   - the host memory per container: the kernel's (Slab + PageTables + KernelStack + Percpu
@@ -45,17 +45,18 @@ if command -v crun >/dev/null; then names="$names crun"; bin_crun=$(command -v c
 {
   echo "N = $n sleep containers per runtime, started one after another (create + start)."
   echo
-  echo "| runtime | first 100 (ms) | last 100 (ms) | last/first | one more with 0 / $n running (ms) | all $n (s) | list (ms) | state (ms) | beancounters all (ms) | beancounters one (ms) | delete all (s) | memory / container (KiB) | of it slab | page tables | kernel stack | percpu | init private | MemAvailable drop / container (KiB) |"
+  echo "| runtime | first 100 (ms) | last 100 (ms) | last/first | one more with 0 / $n / 0 again running (ms) | all $n (s) | list (ms) | state (ms) | beancounters all (ms) | beancounters one (ms) | delete all (s) | memory / container (KiB) | of it slab | page tables | kernel stack | percpu | init private | MemAvailable drop / container (KiB) |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 } > "$out/density.md"
 blocks_md="$out/density-blocks.md"
 : > "$blocks_md"
 
-hf() { hyperfine -N --warmup 1 --runs 10 --export-json "$work/hf.json" "$@" >/dev/null 2>&1 &&
+hf() { hyperfine -N --warmup 1 --runs "${runs:-10}" --export-json "$work/hf.json" "$@" >/dev/null 2>&1 &&
        python3 -c 'import json,sys; print("%.1f" % (json.load(open(sys.argv[1]))["results"][0]["mean"] * 1000))' "$work/hf.json"; }
-# One more container: create + start + delete, as a block's calls plus the delete.
+# One more container: create + start + delete, as a block's calls plus the delete (30 runs:
+# one run's spread is 5-8 ms).
 one_more() {
-  hf "sh -c '$bin --root $root create --bundle $work/bundle extra </dev/null >/dev/null 2>&1 && $bin --root $root start extra && $bin --root $root delete --force extra'"
+  runs=30 hf "sh -c '$bin --root $root create --bundle $work/bundle extra </dev/null >/dev/null 2>&1 && $bin --root $root start extra && $bin --root $root delete --force extra'"
 }
 for name in $names; do
   eval "bin=\$bin_$name"
@@ -117,10 +118,13 @@ for name in $names; do
   done
   del_s=$(echo "$t0 $(now_ms)" | awk '{ printf "%.1f", ($2 - $1) / 1000 }')
   echo "  delete all: $del_s s"
+  # The machine's own drift over the run: the same with none running, once more.
+  one0b=$(one_more)
+  echo "  one more container with none running again: $one0b ms"
   left=$(ls "$root" | wc -l)
   [ "$left" -eq 0 ] || { echo "density: $name left $left containers in its state root" >&2; exit 1; }
   ratio=$(echo "$last $first" | awk '{ printf "%.2f", $1 / $2 }')
-  echo "| $name | $first | $last | $ratio | $one0 / $oneN | $all_s | $list_ms | $state_ms | $bc_all | $bc_one | $del_s | $(per $(( kernel + priv ))) | $(per $(( slab1 - slab0 ))) | $(per $(( pt1 - pt0 ))) | $(per $(( ks1 - ks0 ))) | $(per $(( pc1 - pc0 ))) | $(per $priv) | $(per $(( used1 - used0 ))) |" >> "$out/density.md"
+  echo "| $name | $first | $last | $ratio | $one0 / $oneN / $one0b | $all_s | $list_ms | $state_ms | $bc_all | $bc_one | $del_s | $(per $(( kernel + priv ))) | $(per $(( slab1 - slab0 ))) | $(per $(( pt1 - pt0 ))) | $(per $(( ks1 - ks0 ))) | $(per $(( pc1 - pc0 ))) | $(per $priv) | $(per $(( used1 - used0 ))) |" >> "$out/density.md"
 done
 {
   echo; echo "Time (ms) of each block of 100 create+start calls:"; echo
