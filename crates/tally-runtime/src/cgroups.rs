@@ -553,19 +553,44 @@ fn unmanaged_hierarchies() -> Vec<PathBuf> {
         return Vec::new();
     }
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut f = right.split_whitespace();
-            let fstype = f.next()?;
-            let options = f.nth(1).unwrap_or_default();
-            let mountpoint = PathBuf::from(left.split_whitespace().nth(4)?);
-            let unmanaged = fstype == "cgroup2"
-                || (fstype == "cgroup"
-                    && options.split(',').any(|o| o.starts_with("name=") || o == "rdma" || o == "misc"));
-            (unmanaged && mountpoint.starts_with("/sys/fs/cgroup")).then_some(mountpoint)
+    CgroupMount::parse(&info)
+        .into_iter()
+        .filter(|m| {
+            let named = m.options.split(',').any(|o| o.starts_with("name=") || o == "rdma" || o == "misc");
+            (m.v2 || named) && m.dir.starts_with("/sys/fs/cgroup")
         })
+        .map(|m| m.dir)
         .collect()
+}
+
+/// A cgroup (v1) or cgroup2 mount of a mountinfo text.
+struct CgroupMount {
+    dir: PathBuf,
+    v2: bool,
+    /// The superblock's options: a v1 hierarchy's controllers, `name=`, and the like.
+    options: String,
+}
+
+impl CgroupMount {
+    fn parse(info: &str) -> Vec<Self> {
+        info.lines()
+            .filter_map(|line| {
+                let (left, right) = line.split_once(" - ")?;
+                let mut f = right.split_whitespace();
+                let v2 = match f.next()? {
+                    "cgroup2" => true,
+                    "cgroup" => false,
+                    _ => return None,
+                };
+                let options = f.nth(1).unwrap_or_default().to_string();
+                Some(Self { dir: PathBuf::from(left.split_whitespace().nth(4)?), v2, options })
+            })
+            .collect()
+    }
+
+    fn has_option(&self, name: &str) -> bool {
+        self.options.split(',').any(|o| o == name)
+    }
 }
 
 /// rmdir of a cgroup whose last processes have just been killed: the kernel may still count
@@ -585,22 +610,38 @@ fn remove_when_empty(dir: &Path) -> io::Result<()> {
 /// Mount points of every cgroup (v1) and cgroup2 filesystem this process sees.
 pub fn cgroup_mounts() -> Vec<PathBuf> {
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let fstype = right.split_whitespace().next()?;
-            if fstype == "cgroup" || fstype == "cgroup2" {
-                Some(PathBuf::from(left.split_whitespace().nth(4)?))
-            } else {
-                None
-            }
-        })
-        .collect()
+    CgroupMount::parse(&info).into_iter().map(|m| m.dir).collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cgroup_mounts_are_read_from_mountinfo_with_their_options() {
+        let info = "\
+30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
+31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
+32 30 0:28 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
+33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
+34 30 0:30 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
+35 25 0:31 / /mnt/other rw - cgroup cgroup rw,pids
+36 25 0:32 / /proc rw - proc proc rw
+";
+        let m = CgroupMount::parse(info);
+        let seen: Vec<_> = m.iter().map(|m| (m.dir.to_str().unwrap(), m.v2, m.has_option("cpuset"))).collect();
+        assert_eq!(
+            seen,
+            [
+                ("/sys/fs/cgroup/unified", true, false),
+                ("/sys/fs/cgroup/cpuset", false, true),
+                ("/sys/fs/cgroup/cpu,cpuacct", false, false),
+                ("/sys/fs/cgroup/systemd", false, false),
+                ("/mnt/other", false, false),
+            ]
+        );
+        assert!(m[3].options.contains("name=systemd"));
+    }
 
     #[test]
     fn default_and_explicit_paths() {

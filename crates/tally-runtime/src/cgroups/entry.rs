@@ -22,6 +22,8 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use super::CgroupMount;
+
 /// The container's cgroup, made and opened in the runtime before the clone.
 pub struct Entry {
     /// `tasks` of the container's directory in every v1 hierarchy, for the init to write "0".
@@ -29,13 +31,6 @@ pub struct Entry {
     /// The container's directory in the v2 hierarchy (pure v2, or a hybrid host's unified
     /// one), for `CLONE_INTO_CGROUP`.
     v2: Option<(PathBuf, File)>,
-}
-
-/// A cgroup mount of this process's mount table.
-struct Mount {
-    dir: PathBuf,
-    v2: bool,
-    cpuset: bool,
 }
 
 impl Entry {
@@ -46,7 +41,9 @@ impl Entry {
     pub fn prepare(relative: &Path) -> io::Result<Self> {
         let relative = relative.strip_prefix("/").unwrap_or(relative);
         let mut entry = Entry { tasks: Vec::new(), v2: None };
-        for m in mounts()? {
+        let mountinfo = Path::new("/proc/self/mountinfo");
+        let info = fs::read_to_string(mountinfo).map_err(|e| at(mountinfo, e))?;
+        for m in CgroupMount::parse(&info).into_iter().filter(|m| m.dir.starts_with("/sys/fs/cgroup")) {
             let dir = m.dir.join(relative);
             if m.v2 {
                 make_v2(&m.dir, relative)?;
@@ -54,7 +51,7 @@ impl Entry {
                 entry.v2 = Some((dir, handle));
             } else {
                 fs::DirBuilder::new().recursive(true).mode(0o755).create(&dir).map_err(|e| at(&dir, e))?;
-                if m.cpuset {
+                if m.has_option("cpuset") {
                     // A v1 cpuset takes no task until it has CPUs and memory nodes; a new one
                     // starts with neither, so each new level inherits its parent's.
                     inherit_cpuset(&m.dir, relative)?;
@@ -95,31 +92,6 @@ impl Entry {
 
 fn at(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
-}
-
-fn mounts() -> io::Result<Vec<Mount>> {
-    let info = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(parse_mounts(&info))
-}
-
-/// The cgroup mounts under /sys/fs/cgroup in a mountinfo text.
-fn parse_mounts(info: &str) -> Vec<Mount> {
-    info.lines()
-        .filter_map(|line| {
-            let (left, right) = line.split_once(" - ")?;
-            let mut f = right.split_whitespace();
-            let fstype = f.next()?;
-            let options = f.nth(1).unwrap_or_default();
-            let dir = PathBuf::from(left.split_whitespace().nth(4)?);
-            let v2 = match fstype {
-                "cgroup2" => true,
-                "cgroup" => false,
-                _ => return None,
-            };
-            let cpuset = !v2 && options.split(',').any(|o| o == "cpuset");
-            dir.starts_with("/sys/fs/cgroup").then_some(Mount { dir, v2, cpuset })
-        })
-        .collect()
 }
 
 /// Makes each missing level of `relative` below the v2 `root`, enabling in the root and in
@@ -175,30 +147,6 @@ fn inherit_cpuset(root: &Path, relative: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cgroup_mounts_under_sys_fs_cgroup_only() {
-        let info = "\
-30 25 0:26 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-31 30 0:27 / /sys/fs/cgroup/unified rw - cgroup2 cgroup2 rw,nsdelegate
-32 30 0:28 / /sys/fs/cgroup/cpuset rw - cgroup cgroup rw,cpuset
-33 30 0:29 / /sys/fs/cgroup/cpu,cpuacct rw - cgroup cgroup rw,cpu,cpuacct
-34 30 0:30 / /sys/fs/cgroup/systemd rw - cgroup cgroup rw,xattr,name=systemd
-35 25 0:31 / /mnt/other rw - cgroup cgroup rw,pids
-36 25 0:32 / /proc rw - proc proc rw
-";
-        let m = parse_mounts(info);
-        let dirs: Vec<_> = m.iter().map(|m| (m.dir.to_str().unwrap(), m.v2, m.cpuset)).collect();
-        assert_eq!(
-            dirs,
-            [
-                ("/sys/fs/cgroup/unified", true, false),
-                ("/sys/fs/cgroup/cpuset", false, true),
-                ("/sys/fs/cgroup/cpu,cpuacct", false, false),
-                ("/sys/fs/cgroup/systemd", false, false),
-            ]
-        );
-    }
 
     #[test]
     fn cpuset_levels_inherit_their_parents_values() {
