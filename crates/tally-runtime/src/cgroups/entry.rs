@@ -98,6 +98,11 @@ fn at(path: &Path, e: io::Error) -> io::Error {
 /// every level but the last the controllers the root offers (the last is where the init goes,
 /// and v2 lets no process into a cgroup that hands controllers down).
 fn make_v2(root: &Path, relative: &Path) -> io::Result<()> {
+    if root.join(relative).is_dir() {
+        // An existing cgroup (`exec`, a path made beforehand) is taken as it is, as
+        // libcgroups' manager takes it.
+        return Ok(());
+    }
     let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
     let enable = |dir: &Path| {
         for c in offered.split_whitespace() {

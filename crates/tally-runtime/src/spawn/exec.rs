@@ -1,6 +1,7 @@
 //! The process pipeline of `exec`: a new process joins a running container. The runtime forks
 //! a child that enters the container's namespaces through a pidfd of the init (one setns for
-//! all of them), waits until the runtime has put it in the container's cgroup, then forks the
+//! all of them) after joining the container's cgroup itself (or, paused or with `--cgroup`,
+//! waits until the runtime has put it there by PID: cgroups::entry), then forks the
 //! exec'd process with CLONE_PARENT, so the runtime, not the short-lived child, is its parent
 //! and can wait for its exit status. The process takes on the container's security (rlimits,
 //! capabilities, user, no_new_privs, seccomp) and reports `Ready` just before execve; the
@@ -59,10 +60,18 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
     };
     let (ours, theirs) = Channel::pair(req.timeout).map_err(ChannelError::Io)?;
 
-    let child = match sys::clone_process(0).map_err(SpawnError::Clone)? {
+    // Straight into the container's cgroup as `create`'s init goes (cgroups::entry), unless the
+    // process must wait outside a frozen cgroup or goes to a sub-cgroup.
+    let entry = match (req.frozen, req.sub_cgroup) {
+        (false, None) => req.cgroup.prepare_entry()?,
+        _ => None,
+    };
+    let (forked, in_v2) =
+        sys::clone_process_into(0, entry.as_ref().and_then(|e| e.v2_fd())).map_err(SpawnError::Clone)?;
+    let child = match forked {
         Forked::Child => {
             drop(ours);
-            let code = match join(req, &theirs, &pidfd, flags, console_socket.as_ref()) {
+            let code = match join(req, &theirs, &pidfd, flags, console_socket.as_ref(), entry.as_ref()) {
                 Ok(never) => match never {},
                 Err(msg) => {
                     let _ = theirs.send(&Message::Failed(msg));
@@ -91,9 +100,12 @@ pub fn spawn_exec(req: &ExecRequest) -> Result<i32, SpawnError> {
                 None => Ok(()),
             }
         };
-        if !req.frozen {
-            join(child)?;
+        match &entry {
+            Some(e) => req.cgroup.complete_entry(Some(e), child, in_v2)?,
+            None if !req.frozen => join(child)?,
+            None => {}
         }
+        drop(entry);
         ours.send(&Message::Proceed)?;
         let mut ready = false;
         loop {
@@ -157,7 +169,12 @@ fn join(
     pidfd: &OwnedFd,
     flags: i32,
     console_socket: Option<&OwnedFd>,
+    cgroup: Option<&crate::cgroups::Entry>,
 ) -> Result<std::convert::Infallible, String> {
+    // Before any namespace is joined, while this is the only thread (cgroups::entry).
+    if let Some(entry) = cgroup {
+        entry.join_self()?;
+    }
     // Until exec, this process's exe is the host's tally binary: keep /proc/<pid> of it closed
     // to the container's processes and to ptrace.
     // SAFETY: prctl with PR_SET_DUMPABLE takes plain integers.
