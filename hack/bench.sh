@@ -132,6 +132,26 @@ else
   echo "skipped: could not fetch the profile (golang-github-containers-common-dev) or no python3"
 fi
 
+# exec into a running container: back to back, and 50 ms apart as probes and health checks
+# come. Spaced out is what a move into the cgroup by PID costs most (each one waits for an RCU
+# grace period; back to back, the kernel reuses the last one's).
+cp -a "$work/bundle" "$work/bundle-sleep"
+sed -i 's|"/bin/true"$|"sleep", "1000000"|' "$work/bundle-sleep/config.json"
+args_exec=""
+for name in $names; do
+  eval "bin=\$bin_$name"
+  "$bin" --root "$work/root-$name" run -d --bundle "$work/bundle-sleep" ex </dev/null >/dev/null 2>&1
+  args_exec="$args_exec -n $name '$bin --root $work/root-$name exec ex /bin/true'"
+done
+echo "== exec /bin/true into a running container ($runs runs each, back to back)"
+eval hyperfine -N --warmup 5 --runs "$runs" --export-markdown "$out/exec.md" $args_exec
+echo "== the same, 50 ms apart"
+eval hyperfine -N --warmup 5 --runs "$runs" --prepare "'sleep 0.05'" --export-markdown "$out/exec-spaced.md" $args_exec
+for name in $names; do
+  eval "bin=\$bin_$name"
+  "$bin" --root "$work/root-$name" delete --force ex >/dev/null 2>&1
+done
+
 for name in $names; do
   left=$(ls "$work/root-$name" 2>/dev/null | wc -l)
   [ "$left" -eq 0 ] || echo "warning: $name left $left containers in its state root"
