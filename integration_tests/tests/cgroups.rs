@@ -55,6 +55,73 @@ fn the_init_is_in_the_default_cgroup_from_create_until_delete() {
     t.assert_clean("cg-default", &b);
 }
 
+/// Installs, in the process about to exec tally, a seccomp filter that fails clone3 with
+/// ENOSYS, as the default profiles of Docker and containerd do: a runtime run inside such a
+/// container has only clone(2).
+fn refuse_clone3(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+    let stmt = |code: u16, k: u32| libc::sock_filter { code, jt: 0, jf: 0, k };
+    let jump = |k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16,
+        jt,
+        jf,
+        k,
+    };
+    let load = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    let ret = (libc::BPF_RET | libc::BPF_K) as u16;
+    let filter = [
+        stmt(load, 4), // seccomp_data.arch
+        jump(AUDIT_ARCH_X86_64, 0, 3),
+        stmt(load, 0), // seccomp_data.nr
+        jump(libc::SYS_clone3 as u32, 0, 1),
+        stmt(ret, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        stmt(ret, libc::SECCOMP_RET_ALLOW),
+    ];
+    // SAFETY: between fork and exec only prctl, which is async-signal-safe; the program and
+    // its header live in this closure, which the child's copy keeps until exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let prog = libc::sock_fprog { len: filter.len() as u16, filter: filter.as_ptr() as *mut _ };
+            if libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER, &prog as *const libc::sock_fprog) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+}
+
+#[test]
+fn without_clone3_the_init_and_an_exec_still_join_every_hierarchy() {
+    let t = Tally::new();
+    let id = "cg-noclone3";
+    let mut b = Bundle::busybox(id);
+    b.sh("exec sleep 1000");
+    let mut create = t.command();
+    create.args(["create", "--bundle", b.dir.to_str().unwrap(), id]);
+    create.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    refuse_clone3(&mut create);
+    assert!(create.status().unwrap().success(), "create under a filter refusing clone3");
+    let pid = t.state(id)["pid"].as_i64().unwrap();
+    let dirs = cgroup_dirs_named(id);
+    assert!(!dirs.is_empty());
+    for d in &dirs {
+        assert_eq!(procs(d), [pid], "{}", d.display());
+    }
+    t.run(&["start", id]).ok();
+    let mut exec = t.command();
+    exec.args(["exec", "-d", id, "sleep", "1000"]);
+    exec.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+    refuse_clone3(&mut exec);
+    assert!(exec.status().unwrap().success(), "exec under a filter refusing clone3");
+    for d in &dirs {
+        assert_eq!(procs(d).len(), 2, "the init and the exec'd sleep in {}", d.display());
+    }
+    t.run(&["delete", "--force", id]).ok();
+    assert!(cgroup_dirs_named(id).is_empty());
+    t.assert_clean(id, &b);
+}
+
 #[test]
 fn the_container_sees_its_own_cgroup_at_sys_fs_cgroup() {
     let t = Tally::new();
