@@ -147,12 +147,21 @@ fn a_custom_cgroups_path_is_used_and_its_leaf_removed_on_delete() {
     let mut b = Bundle::busybox("cg-custom");
     let parent = unique("tally-it-custom");
     let path = format!("/{parent}/cg-custom");
-    b.edit(|c| c["linux"]["cgroupsPath"] = json!(path));
+    b.edit(|c| {
+        c["linux"]["cgroupsPath"] = json!(path);
+        c["linux"]["resources"]["pids"] = json!({"limit": 10});
+    });
     b.sh("exec sleep 1000");
     t.create("cg-custom", &b).ok();
     let pid = t.state("cg-custom")["pid"].as_i64().unwrap();
     let dir = cgroup_dir(&path);
     assert_eq!(procs(&dir), [pid]);
+    // A level made for the path hands the controllers down (v2), a new v1 cpuset level has
+    // its parent's CPUs: the limit lands in the leaf, and the init is in every hierarchy.
+    assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap().trim(), "10");
+    for d in cgroup_dirs_named("cg-custom") {
+        assert_eq!(procs(&d), [pid], "{}", d.display());
+    }
     assert!(!cgroup_dir("/cg-custom").exists(), "the default path is not used");
     t.run(&["start", "cg-custom"]).ok();
     t.run(&["delete", "--force", "cg-custom"]).ok();
