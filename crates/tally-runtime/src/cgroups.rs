@@ -1,6 +1,7 @@
 //! A thin adapter over `libcgroups`: where a container's cgroup is, putting its init there, and
 //! removing it (with the empty parent tally made, so `delete` leaves nothing).
 
+use std::cell::OnceCell;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -60,8 +61,10 @@ pub struct Cgroup {
     path: PathBuf,
     systemd: bool,
     /// `Err`: the container has no cgroup of its own (rootless without delegation); the
-    /// string says why, for the commands that would need one.
-    manager: Result<AnyCgroupManager, String>,
+    /// string says why, for the commands that would need one. The manager itself is made
+    /// when first used: libcgroups' v1 one reads the mount table and /proc/self/cgroup once
+    /// per controller, which `exec` into a running container does not need.
+    manager: Result<OnceCell<AnyCgroupManager>, String>,
     id: String,
     /// Rootless: a device filter the kernel refuses is done without (see `apply`).
     rootless: bool,
@@ -149,13 +152,14 @@ impl Cgroup {
                 return Err(CgroupError::NoSystemd(comm));
             }
         }
-        let manager = common::create_cgroup_manager(CgroupConfig {
-            cgroup_path: path.to_path_buf(),
-            systemd_cgroup: systemd,
-            container_name: id.to_string(),
-        })
-        .map_err(|e| CgroupError::Manager { path: path.into(), message: e.to_string() })?;
-        Ok(Self { path: path.into(), systemd, manager: Ok(manager), id: id.into(), rootless: false })
+        let cgroup = Self::lazy(path, systemd, id, false);
+        cgroup.managed()?;
+        Ok(cgroup)
+    }
+
+    /// `open` without making the manager yet (its errors come with its first use).
+    fn lazy(path: &Path, systemd: bool, id: &str, rootless: bool) -> Self {
+        Self { path: path.into(), systemd, manager: Ok(OnceCell::new()), id: id.into(), rootless }
     }
 
     /// A rootless container's cgroup (in a delegated subtree, or through the user's systemd).
@@ -172,8 +176,13 @@ impl Cgroup {
     pub fn of(state: &crate::state::ContainerState) -> Result<Self, CgroupError> {
         match (&state.no_cgroup, state.rootless) {
             (Some(reason), _) => Ok(Self::none(&state.cgroup_path, &state.id, reason.clone())),
-            (None, true) => Self::open_rootless(&state.cgroup_path, state.systemd_cgroup, &state.id),
-            (None, false) => Self::open(&state.cgroup_path, state.systemd_cgroup, &state.id),
+            // The systemd driver's D-Bus connection is checked at once, as at create.
+            (None, rootless) if state.systemd_cgroup => {
+                let cgroup = Self::lazy(&state.cgroup_path, true, &state.id, rootless);
+                cgroup.managed()?;
+                Ok(cgroup)
+            }
+            (None, rootless) => Ok(Self::lazy(&state.cgroup_path, false, &state.id, rootless)),
         }
     }
 
@@ -183,11 +192,31 @@ impl Cgroup {
     }
 
     fn manager(&self, op: &'static str) -> Result<&AnyCgroupManager, CgroupError> {
-        self.manager.as_ref().map_err(|reason| CgroupError::NoCgroup {
-            id: self.id.clone(),
-            reason: reason.clone(),
-            op,
+        match &self.manager {
+            Ok(cell) => self.made(cell),
+            Err(reason) => Err(CgroupError::NoCgroup { id: self.id.clone(), reason: reason.clone(), op }),
+        }
+    }
+
+    /// The manager, `None` without a cgroup.
+    fn managed(&self) -> Result<Option<&AnyCgroupManager>, CgroupError> {
+        match &self.manager {
+            Ok(cell) => self.made(cell).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
+    fn made<'a>(&self, cell: &'a OnceCell<AnyCgroupManager>) -> Result<&'a AnyCgroupManager, CgroupError> {
+        if let Some(m) = cell.get() {
+            return Ok(m);
+        }
+        let manager = common::create_cgroup_manager(CgroupConfig {
+            cgroup_path: self.path.clone(),
+            systemd_cgroup: self.systemd,
+            container_name: self.id.clone(),
         })
+        .map_err(|e| self.err(e))?;
+        Ok(cell.get_or_init(|| manager))
     }
 
     pub fn path(&self) -> &Path {
@@ -215,7 +244,7 @@ impl Cgroup {
     }
 
     pub fn add_task(&self, pid: i32) -> Result<(), CgroupError> {
-        let Ok(manager) = &self.manager else { return Ok(()) };
+        let Some(manager) = self.managed()? else { return Ok(()) };
         manager.add_task(Pid::from_raw(pid)).map_err(|e| self.err(e))?;
         if !self.systemd {
             for dir in self.unmanaged_dirs() {
@@ -240,7 +269,7 @@ impl Cgroup {
     /// sends its own rule with the access asked for).
     pub fn apply(&self, resources: &LinuxResources) -> Result<(), CgroupError> {
         // Without a cgroup, create has refused every limit already (rootless::placement).
-        let Ok(manager) = &self.manager else { return Ok(()) };
+        let Some(manager) = self.managed()? else { return Ok(()) };
         let mut res = resources.clone();
         // Podman sends `"memory": {}` after dropping `--memory` on a host without the
         // controller; libcgroups' v1 manager would still look for the hierarchy.
@@ -350,7 +379,7 @@ impl Cgroup {
 
     /// Kills what is left in the cgroup and removes it.
     pub fn remove(&self) -> Result<(), CgroupError> {
-        let Ok(manager) = &self.manager else { return Ok(()) };
+        let Some(manager) = self.managed()? else { return Ok(()) };
         // Sub-cgroups (`exec --cgroup`, or made by the container's own cgroup manager) first:
         // libcgroups' v1 manager removes only the container's own directory.
         self.remove_children();
