@@ -176,12 +176,9 @@ impl Cgroup {
     pub fn of(state: &crate::state::ContainerState) -> Result<Self, CgroupError> {
         match (&state.no_cgroup, state.rootless) {
             (Some(reason), _) => Ok(Self::none(&state.cgroup_path, &state.id, reason.clone())),
-            // The systemd driver's D-Bus connection is checked at once, as at create.
-            (None, rootless) if state.systemd_cgroup => {
-                let cgroup = Self::lazy(&state.cgroup_path, true, &state.id, rootless);
-                cgroup.managed()?;
-                Ok(cgroup)
-            }
+            // The systemd driver (PID 1, its D-Bus connection) is checked at once, as at create.
+            (None, true) if state.systemd_cgroup => Self::open_rootless(&state.cgroup_path, true, &state.id),
+            (None, false) if state.systemd_cgroup => Self::open(&state.cgroup_path, true, &state.id),
             (None, rootless) => Ok(Self::lazy(&state.cgroup_path, false, &state.id, rootless)),
         }
     }

@@ -34,16 +34,17 @@ pub struct Entry {
 }
 
 impl Entry {
-    /// Makes the container's directory (`relative` to each hierarchy's root) in every cgroup
-    /// hierarchy mounted under /sys/fs/cgroup and opens what the init needs to join them.
-    /// On v2 the controllers the root offers are enabled down to the parent, as libcgroups'
-    /// manager does.
+    /// Makes the container's directory (`relative` to each hierarchy's root) in every
+    /// hierarchy the container belongs to (`joined`) and opens what the init needs to join
+    /// them. On v2 the controllers the root offers are enabled down to the parent, as
+    /// libcgroups' manager does for a cgroup it makes.
     pub fn prepare(relative: &Path) -> io::Result<Self> {
         let relative = relative.strip_prefix("/").unwrap_or(relative);
         let mut entry = Entry { tasks: Vec::new(), v2: None };
         let mountinfo = Path::new("/proc/self/mountinfo");
         let info = fs::read_to_string(mountinfo).map_err(|e| at(mountinfo, e))?;
-        for m in CgroupMount::parse(&info).into_iter().filter(|m| m.dir.starts_with("/sys/fs/cgroup")) {
+        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        for m in CgroupMount::parse(&info).into_iter().filter(|m| joined(m, pure_v2)) {
             let dir = m.dir.join(relative);
             if m.v2 {
                 make_v2(&m.dir, relative)?;
@@ -64,6 +65,12 @@ impl Entry {
                     .map_err(|e| at(&path, e))?;
                 entry.tasks.push((path, file));
             }
+        }
+        if entry.tasks.is_empty() && entry.v2.is_none() {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "no cgroup hierarchy is mounted (/proc/self/mountinfo)",
+            ));
         }
         Ok(entry)
     }
@@ -87,6 +94,35 @@ impl Entry {
             (&*file).write_all(b"0").map_err(|e| format!("join cgroup {}: {e}", path.display()))?;
         }
         Ok(())
+    }
+}
+
+/// The v1 controllers libcgroups' manager joins, limits and removes, wherever they are mounted.
+const MANAGED_V1: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
+
+/// Whether the container's init belongs in hierarchy `m`: the same set libcgroups' manager and
+/// `unmanaged_hierarchies` join and `Cgroup::remove` removes. On a pure v2 host, the v2 tree
+/// at /sys/fs/cgroup; otherwise every mount of a managed v1 controller, and under
+/// /sys/fs/cgroup the named, rdma and misc hierarchies and a hybrid host's unified one.
+fn joined(m: &CgroupMount, pure_v2: bool) -> bool {
+    let standard = m.dir.starts_with("/sys/fs/cgroup");
+    match (pure_v2, m.v2) {
+        (true, v2) => v2 && m.dir == Path::new("/sys/fs/cgroup"),
+        (false, true) => standard,
+        (false, false) => standard || MANAGED_V1.iter().any(|c| m.has_option(c)),
     }
 }
 
@@ -152,6 +188,23 @@ fn inherit_cpuset(root: &Path, relative: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_init_joins_what_libcgroups_and_the_unmanaged_list_join() {
+        let m = |dir: &str, v2: bool, options: &str| CgroupMount { dir: dir.into(), v2, options: options.into() };
+        // Hybrid: every v1 hierarchy and the unified one under /sys/fs/cgroup; a controller
+        // mounted elsewhere (libcgroups finds it there), not a named hierarchy elsewhere.
+        assert!(joined(&m("/sys/fs/cgroup/unified", true, "rw"), false));
+        assert!(joined(&m("/sys/fs/cgroup/systemd", false, "rw,name=systemd"), false));
+        assert!(joined(&m("/sys/fs/cgroup/cpu,cpuacct", false, "rw,cpu,cpuacct"), false));
+        assert!(joined(&m("/cgroup/pids", false, "rw,pids"), false));
+        assert!(!joined(&m("/mnt/named", false, "rw,name=other"), false));
+        assert!(!joined(&m("/mnt/v2", true, "rw"), false));
+        // Pure v2: the tree at /sys/fs/cgroup only.
+        assert!(joined(&m("/sys/fs/cgroup", true, "rw,nsdelegate"), true));
+        assert!(!joined(&m("/sys/fs/cgroup/systemd", false, "rw,name=systemd"), true));
+        assert!(!joined(&m("/mnt/v2", true, "rw"), true));
+    }
 
     #[test]
     fn cpuset_levels_inherit_their_parents_values() {
