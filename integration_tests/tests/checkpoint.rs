@@ -645,6 +645,19 @@ fn a_lazy_pages_restore_runs_while_the_dump_side_serves_its_memory() {
         .arg(&lazy_log)
         .spawn()
         .unwrap();
+    // The restore connects to the daemon's socket in the work directory: it must exist first
+    // (on a loaded emulated VM the daemon can take a while to make it).
+    let socket = work.join("lazy-pages.socket");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "criu lazy-pages made no {} in 30 s; its log:\n{}",
+            socket.display(),
+            fs::read_to_string(&lazy_log).unwrap_or_default()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let restored = tally_with(
         &t,
         &criu,
