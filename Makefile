@@ -9,6 +9,10 @@ STATIC_ENV  := RUSTFLAGS='-C target-feature=+crt-static' LIBSECCOMP_LINK_TYPE=st
 TALLY       := target/$(TARGET)/release/tally
 SANDBOX     := hack/cgroup-sandbox.sh
 SKIP_LOG    := target/skipped-tests.txt
+# Every host suite and benchmark is bracketed by a listing of the host's cgroup directories
+# (all hierarchies but memory, from outside the sandbox): what one leaves fails it.
+LEAKS       := hack/cgroup-leaks.sh
+LEAKS_SNAP  := target/cgroups-before.txt
 
 .PHONY: all deps build test unit-test integration-test vm-test e2e fuzz fuzz-ci demo bench lint clean
 
@@ -33,7 +37,9 @@ integration-test: build
 	@mkdir -p target && : > $(SKIP_LOG)
 	@hack/rootless-user.sh >/dev/null
 	cargo test --locked -p integration_tests --no-run
+	@$(LEAKS) snapshot $(LEAKS_SNAP)
 	TALLY_BIN=$(CURDIR)/$(TALLY) TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) $(SANDBOX) cargo test --locked -p integration_tests
+	@$(LEAKS) check $(LEAKS_SNAP) "the host integration tests"
 
 vm-test: build
 	hack/vm-test.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
@@ -41,7 +47,9 @@ vm-test: build
 # Real clients: Podman (--runtime) and a private containerd (ctr run --runc-binary), on the
 # host; then their checkpoint and restore in the VM (the host's kernel cannot checkpoint).
 e2e: build
+	@$(LEAKS) snapshot $(LEAKS_SNAP)
 	TALLY_SKIP_LOG=$(CURDIR)/$(SKIP_LOG) hack/e2e/run.sh $(TALLY)
+	@$(LEAKS) check $(LEAKS_SNAP) "the Podman and containerd suites"
 	hack/vm-e2e.sh $(TALLY) $(CURDIR)/$(SKIP_LOG)
 
 # libFuzzer on the config path and the annotation parser (hack/fuzz.sh): 60 s each in `make
@@ -58,8 +66,11 @@ demo: build
 	hack/demo.sh $(TALLY)
 
 bench: build
+	@$(LEAKS) snapshot $(LEAKS_SNAP)
 	hack/bench.sh $(TALLY)
+	@$(LEAKS) check $(LEAKS_SNAP) "the benchmarks"
 	hack/density.sh $(TALLY) $(DENSITY_N)
+	@$(LEAKS) check $(LEAKS_SNAP) "the density benchmark"
 	hack/bench-migrate.sh $(TALLY)
 
 lint:
