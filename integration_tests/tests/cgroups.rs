@@ -262,7 +262,12 @@ fn on_a_hybrid_host_the_container_joins_name_systemd_and_the_unified_hierarchy()
     let id = unique("cg-hybrid");
     let mut b = Bundle::busybox(&id);
     b.edit(|c| c["process"]["args"] = json!(["sleep", "300"]));
+    let handed_down = || fs::read_to_string(unified.join("cgroup.subtree_control")).ok();
+    let before = handed_down();
     t.run_to_files(&["run", "-d", "--bundle", b.dir.to_str().unwrap(), &id]).ok();
+    // The unified tree is the host's: joining it enables no controller there (the host's
+    // root hands down what it did before), though its cgroup.controllers may offer some.
+    assert_eq!(handed_down(), before, "the unified root's cgroup.subtree_control is unchanged");
     let pid = t.state(&id)["pid"].as_i64().unwrap();
     let own = fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let path = format!("/{id}");

@@ -339,7 +339,7 @@ impl Cgroup {
         self.manager.as_ref().ok()?;
         let rel = hierarchy_path(&self.path, self.systemd);
         let rel = rel.strip_prefix("/").unwrap_or(&rel);
-        let base = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        let base = if pure_v2() {
             Path::new("/sys/fs/cgroup").to_path_buf()
         } else {
             Path::new("/sys/fs/cgroup/freezer").to_path_buf()
@@ -572,22 +572,35 @@ fn check_values(res: &LinuxResources) -> Result<(), CgroupError> {
 }
 
 /// On a v1 or hybrid host, the hierarchies runc's cgroupfs driver joins and libcgroups' v1
-/// manager does not: named ones (`name=systemd`, which systemd in a container needs), `rdma`,
-/// `misc`, and the controller-less cgroup2 `unified` mount. None on a pure v2 host.
+/// manager does not (`CgroupMount::unmanaged`). None on a pure v2 host.
 fn unmanaged_hierarchies() -> Vec<PathBuf> {
-    if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+    if pure_v2() {
         return Vec::new();
     }
     let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    CgroupMount::parse(&info)
-        .into_iter()
-        .filter(|m| {
-            let named = m.options.split(',').any(|o| o.starts_with("name=") || o == "rdma" || o == "misc");
-            (m.v2 || named) && m.dir.starts_with("/sys/fs/cgroup")
-        })
-        .map(|m| m.dir)
-        .collect()
+    CgroupMount::parse(&info).into_iter().filter(CgroupMount::unmanaged).map(|m| m.dir).collect()
 }
+
+/// Whether /sys/fs/cgroup is the v2 tree itself (no v1 hierarchy in use).
+fn pure_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// The v1 controllers libcgroups' manager joins, limits and removes, wherever they are mounted.
+const MANAGED_V1: [&str; 12] = [
+    "cpu",
+    "cpuacct",
+    "cpuset",
+    "devices",
+    "hugetlb",
+    "memory",
+    "pids",
+    "perf_event",
+    "blkio",
+    "net_prio",
+    "net_cls",
+    "freezer",
+];
 
 /// A cgroup (v1) or cgroup2 mount of a mountinfo text.
 struct CgroupMount {
@@ -616,6 +629,19 @@ impl CgroupMount {
 
     fn has_option(&self, name: &str) -> bool {
         self.options.split(',').any(|o| o == name)
+    }
+
+    /// On a v1 or hybrid host: a hierarchy under /sys/fs/cgroup that libcgroups' v1 manager
+    /// leaves alone and runc's cgroupfs driver joins: named ones (`name=systemd`, which systemd
+    /// in a container needs), `rdma`, `misc`, and the controller-less cgroup2 `unified` one.
+    fn unmanaged(&self) -> bool {
+        let named = self.options.split(',').any(|o| o.starts_with("name=") || o == "rdma" || o == "misc");
+        (self.v2 || named) && self.dir.starts_with("/sys/fs/cgroup")
+    }
+
+    /// On a v1 or hybrid host: a mount of a controller libcgroups' v1 manager handles.
+    fn managed_v1(&self) -> bool {
+        !self.v2 && MANAGED_V1.iter().any(|c| self.has_option(c))
     }
 }
 

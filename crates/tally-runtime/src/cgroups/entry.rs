@@ -22,7 +22,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::CgroupMount;
+use super::{pure_v2, CgroupMount};
 
 /// The container's cgroup, made and opened in the runtime before the clone.
 pub struct Entry {
@@ -43,11 +43,13 @@ impl Entry {
         let mut entry = Entry { tasks: Vec::new(), v2: None };
         let mountinfo = Path::new("/proc/self/mountinfo");
         let info = fs::read_to_string(mountinfo).map_err(|e| at(mountinfo, e))?;
-        let pure_v2 = Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+        let pure_v2 = pure_v2();
         for m in CgroupMount::parse(&info).into_iter().filter(|m| joined(m, pure_v2)) {
             let dir = m.dir.join(relative);
             if m.v2 {
-                make_v2(&m.dir, relative)?;
+                // A hybrid host's unified tree carries no controller of the container's: it is
+                // joined as it is, and nothing is enabled in it (that would be the host's).
+                make_v2(&m.dir, relative, pure_v2)?;
                 let handle = File::open(&dir).map_err(|e| at(&dir, e))?;
                 entry.v2 = Some((dir, handle));
             } else {
@@ -97,49 +99,33 @@ impl Entry {
     }
 }
 
-/// The v1 controllers libcgroups' manager joins, limits and removes, wherever they are mounted.
-const MANAGED_V1: [&str; 12] = [
-    "cpu",
-    "cpuacct",
-    "cpuset",
-    "devices",
-    "hugetlb",
-    "memory",
-    "pids",
-    "perf_event",
-    "blkio",
-    "net_prio",
-    "net_cls",
-    "freezer",
-];
-
-/// Whether the container's init belongs in hierarchy `m`: the same set libcgroups' manager and
-/// `unmanaged_hierarchies` join and `Cgroup::remove` removes. On a pure v2 host, the v2 tree
-/// at /sys/fs/cgroup; otherwise every mount of a managed v1 controller, and under
-/// /sys/fs/cgroup the named, rdma and misc hierarchies and a hybrid host's unified one.
+/// Whether the container's init belongs in hierarchy `m`: the set `Cgroup::remove` removes.
+/// On a pure v2 host the v2 tree at /sys/fs/cgroup (libcgroups' v2 manager's); otherwise every
+/// mount of a controller libcgroups' v1 manager handles, and the unmanaged hierarchies.
 fn joined(m: &CgroupMount, pure_v2: bool) -> bool {
-    let standard = m.dir.starts_with("/sys/fs/cgroup");
-    match (pure_v2, m.v2) {
-        (true, v2) => v2 && m.dir == Path::new("/sys/fs/cgroup"),
-        (false, true) => standard,
-        (false, false) => standard || MANAGED_V1.iter().any(|c| m.has_option(c)),
+    if pure_v2 {
+        return m.v2 && m.dir == Path::new("/sys/fs/cgroup");
     }
+    m.managed_v1() || m.unmanaged()
 }
 
 fn at(path: &Path, e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("{}: {e}", path.display()))
 }
 
-/// Makes each missing level of `relative` below the v2 `root`, enabling in the root and in
-/// every level but the last the controllers the root offers (the last is where the init goes,
-/// and v2 lets no process into a cgroup that hands controllers down).
-fn make_v2(root: &Path, relative: &Path) -> io::Result<()> {
+/// Makes each missing level of `relative` below the v2 `root`, with `controllers` enabling in
+/// the root and in every level but the last the controllers the root offers (the last is where
+/// the init goes, and v2 lets no process into a cgroup that hands controllers down).
+fn make_v2(root: &Path, relative: &Path, controllers: bool) -> io::Result<()> {
     if root.join(relative).is_dir() {
         // An existing cgroup (`exec`, a path made beforehand) is taken as it is, as
         // libcgroups' manager takes it.
         return Ok(());
     }
-    let offered = fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default();
+    let offered = match controllers {
+        true => fs::read_to_string(root.join("cgroup.controllers")).unwrap_or_default(),
+        false => String::new(),
+    };
     let enable = |dir: &Path| {
         for c in offered.split_whitespace() {
             // One at a time and best effort: a controller this level cannot hand down (a
@@ -192,8 +178,8 @@ mod tests {
     #[test]
     fn the_init_joins_what_libcgroups_and_the_unmanaged_list_join() {
         let m = |dir: &str, v2: bool, options: &str| CgroupMount { dir: dir.into(), v2, options: options.into() };
-        // Hybrid: every v1 hierarchy and the unified one under /sys/fs/cgroup; a controller
-        // mounted elsewhere (libcgroups finds it there), not a named hierarchy elsewhere.
+        // Hybrid: the v1 controllers' hierarchies (also mounted elsewhere: libcgroups finds
+        // them there), and under /sys/fs/cgroup the named ones and the unified one.
         assert!(joined(&m("/sys/fs/cgroup/unified", true, "rw"), false));
         assert!(joined(&m("/sys/fs/cgroup/systemd", false, "rw,name=systemd"), false));
         assert!(joined(&m("/sys/fs/cgroup/cpu,cpuacct", false, "rw,cpu,cpuacct"), false));
