@@ -141,7 +141,10 @@ pub enum Layout {
 impl Layout {
     pub fn find(cgroup_path: &Path) -> Layout {
         let rel = cgroup_path.strip_prefix("/").unwrap_or(cgroup_path);
-        if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        // Which kind the host has does not change under a running command: asked once, as
+        // the v1 mount table is read once.
+        static PURE_V2: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        if *PURE_V2.get_or_init(|| Path::new("/sys/fs/cgroup/cgroup.controllers").exists()) {
             return Layout::V2(Path::new("/sys/fs/cgroup").join(rel));
         }
         Layout::V1(v1_mounts().iter().map(|(opt, mount)| (opt.clone(), mount.join(rel))).collect())

@@ -21,7 +21,12 @@ pub fn beancounters(
 ) -> Result<Vec<Beancounters>, LifecycleError> {
     let listing_all = ids.is_empty();
     let ids = if listing_all { root.ids()? } else { ids.to_vec() };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(ids.len().div_ceil(16)).max(1);
+    // A thread per 16 containers at most; std's CPU count reads the cgroup quota files (about
+    // 20 system calls), not worth asking for the one thread a short list gets anyway.
+    let threads = match ids.len().div_ceil(16) {
+        0 | 1 => 1,
+        most => std::thread::available_parallelism().map_or(1, |n| n.get()).min(most),
+    };
     let chunk = ids.len().div_ceil(threads).max(1);
     let read_part = |part: &[String]| -> Result<Vec<Beancounters>, LifecycleError> {
         part.iter().filter_map(|id| one(root, id, listing_all, wanted).transpose()).collect()
