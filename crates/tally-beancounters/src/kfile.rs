@@ -109,12 +109,28 @@ pub fn link_at(dir: &File, name: &std::ffi::CStr) -> Option<Vec<u8>> {
     (n >= 0).then(|| buf[..n as usize].to_vec())
 }
 
-fn read_file(mut f: File, short_lines: bool) -> Option<String> {
+/// The bytes of a small regular file (a state record): open, read, close, where `fs::read`
+/// adds a statx for the size and a read that returns EOF. A read of a regular file stops
+/// short of the buffer only at the end of the file, so a short read of under half a page ends
+/// it here too; a longer file is read to EOF.
+pub fn read_bytes(path: &Path) -> std::io::Result<Vec<u8>> {
+    read_raw(File::open(path)?, true)
+}
+
+fn read_file(f: File, short_lines: bool) -> Option<String> {
+    String::from_utf8(read_raw(f, short_lines).ok()?).ok()
+}
+
+fn read_raw(mut f: File, short_lines: bool) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; BUF];
     let mut len = 0;
     loop {
         let room = buf.len() - len;
-        let n = f.read(&mut buf[len..]).ok()?;
+        let n = match f.read(&mut buf[len..]) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
         if n == 0 {
             break;
         }
@@ -127,7 +143,7 @@ fn read_file(mut f: File, short_lines: bool) -> Option<String> {
         }
     }
     buf.truncate(len);
-    String::from_utf8(buf).ok()
+    Ok(buf)
 }
 
 #[cfg(test)]
@@ -163,8 +179,12 @@ mod tests {
         assert_eq!(read(&dir).map(|t| t.len()), Some(3 * BUF + 5));
         std::fs::write(&dir, "1 2 3\n").unwrap();
         assert_eq!(read(&dir).as_deref(), Some("1 2 3\n"));
+        assert_eq!(read_bytes(&dir).unwrap(), b"1 2 3\n");
+        std::fs::write(&dir, "y".repeat(SHORT + 7)).unwrap();
+        assert_eq!(read_bytes(&dir).unwrap().len(), SHORT + 7);
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(read(&dir), None);
+        assert_eq!(read_bytes(&dir).unwrap_err().kind(), std::io::ErrorKind::NotFound);
         assert!(read(Path::new("/proc/self/status")).is_some_and(|s| s.contains("VmRSS")));
         // Longer than half a page in several reads, as seq_file gives a long table: all of it.
         let maps = read(Path::new("/proc/self/maps")).unwrap();

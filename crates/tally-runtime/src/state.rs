@@ -270,7 +270,7 @@ impl ContainerDir {
     /// The saved state, or None while the container is still being created.
     pub fn load(&self) -> Result<Option<ContainerState>, StateError> {
         let path = self.path.join(STATE_FILE);
-        let data = match fs::read(&path) {
+        let data = match tally_beancounters::kfile::read_bytes(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(StateError::Io { id: self.id.clone(), path, source }),

@@ -114,7 +114,7 @@ pub(super) fn continue_from(dir: &ContainerDir, rows: &serde_json::Value) {
 /// `kernel.shmall` from the config `create` kept: the container's IPC namespace is the only
 /// place the kernel shows it. Most configs do not set it: those are not parsed at all.
 fn configured_shmall(dir: &ContainerDir) -> Option<u64> {
-    let raw = std::fs::read(dir.config_path()).ok()?;
+    let raw = tally_beancounters::kfile::read_bytes(&dir.config_path()).ok()?;
     const KEY: &[u8] = b"kernel.shmall";
     if !raw.windows(KEY.len()).any(|w| w == KEY) {
         return None;
