@@ -87,7 +87,11 @@ pub struct MaxHeld(pub HashMap<String, u64>);
 
 impl MaxHeld {
     pub fn load(path: &Path) -> MaxHeld {
-        crate::kfile::read_bytes(path).ok().and_then(|d| serde_json::from_slice(&d).ok()).map(MaxHeld).unwrap_or_default()
+        crate::kfile::read_bytes(path)
+            .ok()
+            .and_then(|d| serde_json::from_slice(&d).ok())
+            .map(MaxHeld)
+            .unwrap_or_default()
     }
 
     /// Written to a temporary file and renamed, so a concurrent reader never sees half.
