@@ -65,8 +65,10 @@ fn a_diskspace_hard_limit_stops_a_writer_with_edquot_at_the_limit() {
     b.edit(|c| c["annotations"] = json!({"org.tally.beancounter.diskspace": "8M:10M"}));
     // The markers are empty files: they need an inode, not a block, so they can still be made
     // once the blocks are exhausted.
-    b.sh("dd if=/dev/zero of=/big bs=64k count=400 2>/tmp/dd.err; touch /tmp/rc-$?; \
-          grep -q 'quota exceeded' /tmp/dd.err && touch /tmp/edquot; exec sleep 300");
+    // The rc marker, which the test waits for, is made last: made first, the test could look
+    // for the EDQUOT marker before grep had run.
+    b.sh("dd if=/dev/zero of=/big bs=64k count=400 2>/tmp/dd.err; rc=$?; \
+          grep -q 'quota exceeded' /tmp/dd.err && touch /tmp/edquot; touch /tmp/rc-$rc; exec sleep 300");
     t.create(id, &b).ok();
     let project = project_of(&t, id);
     assert_eq!(diskquota::project_of(&b.rootfs().join("bin/busybox")).unwrap(), project, "the tree is tagged");
