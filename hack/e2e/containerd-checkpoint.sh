@@ -20,7 +20,9 @@ trap cleanup EXIT
 start_containerd
 # (Each exec needs an id of its own; these run in subshells, so no counter: a random one.)
 ctr_bin=$(command -v ctr)
-count_of() { timeout 60 "$ctr_bin" --address "$sock" --namespace "$ns" task exec --exec-id "count-$(cat /proc/sys/kernel/random/uuid)" "$1" cat /count 2>&1; }
+# Each try is an exec of its own, with an id of its own.
+count_once() { timeout 60 "$ctr_bin" --address "$sock" --namespace "$ns" task exec --exec-id "count-$(cat /proc/sys/kernel/random/uuid)" "$1" cat /count; }
+count_of() { counted count_once "$1"; }
 
 echo "== containerd $(containerd --version | awk '{print $3}') checkpoint/restore, ctr run --runc-binary $tally"
 make_rootfs "$work/rootfs"

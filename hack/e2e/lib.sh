@@ -96,6 +96,20 @@ stop_containerd() {
   rm -rf "$work"
 }
 
+# counted CMD...: CMD's output (with its errors) once it is a number: at most 20 tries, 0.05 s
+# apart, then the last output for the failure message. The counters write `echo $i > /count`,
+# which empties the file before it writes the number: a read in that gap gets nothing.
+counted() {
+  ctries=0
+  while :; do
+    cout=$("$@" 2>&1)
+    case $cout in ''|*[!0-9]*) ;; *) echo "$cout"; return 0 ;; esac
+    ctries=$((ctries + 1))
+    [ $ctries -lt 20 ] || { echo "$cout"; return 0; }
+    sleep 0.05
+  done
+}
+
 # wait_count C N: until `count_of C` (the calling script's: the counter's value read inside
 # container C) passes N; at most 100 tries, 0.2 s apart. Non-zero if it never does.
 wait_count() {

@@ -21,13 +21,13 @@ cleanup() {
 }
 trap cleanup EXIT
 status_of() { podman inspect --format '{{.State.Status}}' "$1" 2>&1; }
-count_of() { podman exec "$1" cat /count 2>&1; }
+count_of() { counted podman exec "$1" cat /count; }
 
 echo "== podman $(command podman --version | awk '{print $3}') container checkpoint/restore, --runtime $tally"
 # An image, so that --export can carry the container's root filesystem changes.
 tar -C "$work/rootfs" -cf "$work/rootfs.tar" .
 expect_status "podman import of a busybox image" 0 podman import "$work/rootfs.tar" localhost/tally-busybox
-counter='i=0; while :; do i=$((i + 1)); echo $i > /count; echo tick $i; sleep 0.1; done'
+counter='i=0; while :; do i=$((i + 1)); echo tick $i; echo $i > /count; sleep 0.1; done'
 expect_status "podman run -d of a counter" 0 podman run -d --name cr1 localhost/tally-busybox sh -c "$counter"
 wait_count cr1 40 || fail "the counter did not start: $(count_of cr1)"
 pid1=$(podman exec cr1 cat /proc/1/cmdline | tr '\0' ' ')

@@ -64,7 +64,14 @@ fn wait_pings(b: &Bundle, at_least: usize) {
 }
 
 fn count(b: &Bundle) -> u64 {
-    fs::read_to_string(b.rootfs().join("counter")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
+    // As in exec_count: an empty read is the gap between the shell's truncate and its write.
+    for _ in 0..20 {
+        if let Some(n) = fs::read_to_string(b.rootfs().join("counter")).ok().and_then(|s| s.trim().parse().ok()) {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    0
 }
 
 #[track_caller]
@@ -540,7 +547,15 @@ fn tmpfs_counter(t: &Tally, id: &str) -> Bundle {
 }
 
 fn exec_count(t: &Tally, id: &str) -> u64 {
-    t.run(&["exec", id, "cat", "/work/counter"]).stdout.trim().parse().unwrap_or(0)
+    // `echo $i > FILE` empties the file before it writes the number: a read in that gap gets
+    // nothing, and is read again rather than taken for 0.
+    for _ in 0..20 {
+        if let Ok(n) = t.run(&["exec", id, "cat", "/work/counter"]).stdout.trim().parse() {
+            return n;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    0
 }
 
 #[track_caller]

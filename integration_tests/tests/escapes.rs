@@ -76,8 +76,9 @@ fn the_host_binary_cannot_be_overwritten_through_proc_pid_exe() {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     let host_path = bin.display().to_string();
     assert!(!out.contains(&host_path), "the program's exe is not the host's binary: {out}");
-    // No tally process runs now: the writer loop gets its chance.
-    for _ in 0..100 {
+    // No tally process runs now: the writer loop gets its chance (60 tries of a fork and a
+    // 0.05 s sleep, which the emulated VM can stretch past 5 s: up to 15 s are waited).
+    for _ in 0..300 {
         if b.rootfs().join("attack-done").exists() {
             break;
         }
