@@ -63,15 +63,20 @@ fn wait_pings(b: &Bundle, at_least: usize) {
     }
 }
 
-fn count(b: &Bundle) -> u64 {
-    // As in exec_count: an empty read is the gap between the shell's truncate and its write.
+/// The counters write `echo $i > FILE`, which empties the file before it writes the number: a
+/// read in that gap gets nothing, and is read again (up to 20 times) rather than taken for 0.
+fn counter_value(read: impl Fn() -> Option<u64>) -> u64 {
     for _ in 0..20 {
-        if let Some(n) = fs::read_to_string(b.rootfs().join("counter")).ok().and_then(|s| s.trim().parse().ok()) {
+        if let Some(n) = read() {
             return n;
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     0
+}
+
+fn count(b: &Bundle) -> u64 {
+    counter_value(|| fs::read_to_string(b.rootfs().join("counter")).ok()?.trim().parse().ok())
 }
 
 #[track_caller]
@@ -547,15 +552,7 @@ fn tmpfs_counter(t: &Tally, id: &str) -> Bundle {
 }
 
 fn exec_count(t: &Tally, id: &str) -> u64 {
-    // `echo $i > FILE` empties the file before it writes the number: a read in that gap gets
-    // nothing, and is read again rather than taken for 0.
-    for _ in 0..20 {
-        if let Ok(n) = t.run(&["exec", id, "cat", "/work/counter"]).stdout.trim().parse() {
-            return n;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    0
+    counter_value(|| t.run(&["exec", id, "cat", "/work/counter"]).stdout.trim().parse().ok())
 }
 
 #[track_caller]
